@@ -1,0 +1,29 @@
+"""flaxdigits: train, checkpoint and serve handwritten-digit classifiers with JAX and Flax.
+
+    import flaxdigits as fd
+    data = fd.load_mnist(data_dir="path/to/mnist")        # or fd.load_mnist() through TFDS
+    result = fd.train(fd.TrainConfig(epochs=5), data)
+    probs = result.classifier.predict(data.test_images)   # [N, 10]
+
+Names resolve lazily, so `import flaxdigits` stays cheap and never imports TensorFlow.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_mnist": "data", "Mnist": "data",
+    "ModelConfig": "models", "MLP": "models", "build_model": "models",
+    "TrainConfig": "training", "TrainResult": "training", "train": "training",
+    "train_step": "training", "train_epoch": "training", "create_state": "training",
+    "Classifier": "inference", "predict": "inference", "evaluate": "inference",
+    "FlaxdigitsError": "errors", "DataError": "errors", "InputError": "errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"flaxdigits.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'flaxdigits' has no attribute {name!r}")
