@@ -1,4 +1,4 @@
-"""The `flaxdigits` command line: train and evaluate.
+"""The `flaxdigits` command line: train, resume and evaluate MNIST digit classifiers.
 
 Heavy modules (jax, flax, tensorflow) are imported inside the commands so that `--help` and
 argument errors answer at once.
@@ -29,19 +29,32 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="flaxdigits", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model on MNIST")
-    t.add_argument("--model", choices=["mlp"], default="mlp")
-    t.add_argument("--hidden", type=int, nargs="*", default=[100], metavar="N",
+    t = sub.add_parser("train", help="train a model on MNIST (or resume one)")
+    # Recipe flags default to None so that --resume can tell which ones were given.
+    t.add_argument("--model", choices=["mlp"], help="model kind (default: mlp)")
+    t.add_argument("--hidden", type=int, nargs="*", metavar="N",
                    help="hidden layer widths; give none for softmax regression (default: 100)")
-    t.add_argument("--no-scale", action="store_true", help="feed raw 0..255 pixels (ablation)")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-scale", action="store_true", default=None,
+                   help="feed raw 0..255 pixels instead of pixels / 255 (the seed's ablation)")
+    t.add_argument("--epochs", type=int, help="total epochs (default: 5)")
+    t.add_argument("--batch-size", type=int, help="default: 32")
+    t.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3)")
+    t.add_argument("--seed", type=int, help="default: 0")
+    t.add_argument("--out", help="checkpoint file, rewritten after every epoch; the best epoch "
+                   "by test accuracy is also kept as NAME.best.ckpt")
+    t.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (up to "
+                   "--epochs); writes back to CKPT unless --out is given")
     _data_args(t)
     t.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
+    e = sub.add_parser("evaluate", help="score a saved model on the 10,000 test images")
+    e.add_argument("model", metavar="MODEL", help="checkpoint file")
+    _data_args(e)
+    e.add_argument("--json", action="store_true", help='print {"accuracy", "loss", "n"}')
     return ap
+
+
+RECIPE_FLAGS = ("model", "hidden", "no_scale", "batch_size", "lr", "seed")
 
 
 def _load(args):
@@ -50,18 +63,62 @@ def _load(args):
     return load_mnist(args.source, args.data_dir, args.tfds_dir)
 
 
-def cmd_train(args) -> dict[str, Any]:
-    """Train from the command line's config; returns the JSON summary."""
+def _train_config(args):
     from flaxdigits.models import ModelConfig
-    from flaxdigits.training import TrainConfig, train
+    from flaxdigits.training import TrainConfig
 
-    config = TrainConfig(
-        model=ModelConfig(kind=args.model, hidden=tuple(args.hidden), scale=not args.no_scale),
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-    )
+    model = ModelConfig()
+    model = ModelConfig(kind=args.model or model.kind,
+                        hidden=model.hidden if args.hidden is None else tuple(args.hidden),
+                        scale=not args.no_scale)
+    given = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")}
+    return TrainConfig(model=model, **{k: v for k, v in given.items() if v is not None})
+
+
+def cmd_train(args) -> dict[str, Any]:
+    """Train (or resume) from the command line; returns the JSON summary."""
+    import dataclasses
+
+    from flaxdigits.checkpoints import best_path, load_result, save_result
+    from flaxdigits.errors import InputError
+    from flaxdigits.training import train
+
+    resume = None
+    if args.resume:
+        clash = [f"--{k.replace('_', '-')}" for k in RECIPE_FLAGS if getattr(args, k) is not None]
+        if clash:
+            raise InputError(f"--resume continues the saved recipe; only --epochs may change, "
+                             f"not {' '.join(clash)}")
+        resume = load_result(args.resume)
+        config = resume.config
+        if args.epochs is not None:
+            config = dataclasses.replace(config, epochs=args.epochs)
+        out = args.out or args.resume
+    else:
+        config, out = _train_config(args), args.out
     data = _load(args)
+    best = max((h["test_accuracy"] for h in resume.history), default=-1.0) if resume else -1.0
+
+    def on_epoch(run) -> None:
+        nonlocal best
+        progress.epoch(run.history[-1])
+        if out:
+            save_result(out, run)
+            if run.test_accuracy > best:
+                best = run.test_accuracy
+                save_result(best_path(out), run)
+
     with Progress(config.epochs, enabled=not args.json and sys.stderr.isatty()) as progress:
-        result = train(config, data, on_epoch=progress.epoch)
+        try:
+            result = train(config, data, on_epoch=on_epoch, resume=resume)
+        except KeyboardInterrupt:
+            if out:
+                print(f"interrupted: {out} holds the last complete epoch; continue with "
+                      f"flaxdigits train --resume {out}", file=sys.stderr)
+            raise
+    if not result.history:
+        raise InputError(f"nothing to train: the run already has {config.epochs} epochs "
+                         f"(raise --epochs)")
     summary = {
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
@@ -71,7 +128,7 @@ def cmd_train(args) -> dict[str, Any]:
         "config": _config_dict(config),
         "data_source": data.source,
         "history": result.history,
-        "checkpoint": None,
+        "checkpoint": str(out) if out else None,
     }
     if not args.json:
         for h in result.history:
@@ -80,7 +137,22 @@ def cmd_train(args) -> dict[str, Any]:
                   f"{h['test_accuracy']:.4f}  {h['samples_per_second']:,.0f} samples/s")
         print(f"test accuracy {result.test_accuracy:.2%} on {len(data.test_labels):,} images; "
               f"trained in {result.train_seconds:.1f} s (+{result.compile_seconds:.1f} s compile)")
+        if out:
+            print(f"checkpoint: {out}")
     return summary
+
+
+def cmd_evaluate(args) -> dict[str, Any]:
+    """Score a saved model on all test images."""
+    from flaxdigits.inference import Classifier
+
+    model = Classifier.load(args.model)
+    data = _load(args)
+    scores = model.evaluate(data.test_images, data.test_labels)
+    if not args.json:
+        print(f"{args.model}: test accuracy {scores['accuracy']:.2%}, loss {scores['loss']:.4f} "
+              f"on {scores['n']:,} images")
+    return scores
 
 
 def _config_dict(config) -> dict[str, Any]:
@@ -118,7 +190,7 @@ class Progress:
             self._bar.stop()
 
 
-COMMANDS = {"train": cmd_train}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

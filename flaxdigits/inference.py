@@ -114,6 +114,14 @@ class Classifier:
 
     config: ModelConfig
     params: Any
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    @classmethod
+    def load(cls, path) -> Classifier:
+        """The model saved in the checkpoint at `path` (metadata in `.meta`)."""
+        from flaxdigits.checkpoints import load_classifier
+
+        return load_classifier(path)
 
     @functools.cached_property
     def module(self):
