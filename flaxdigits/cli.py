@@ -197,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
     args = parser().parse_args(argv)
     try:
+        if os.environ.get("FLAXDIGITS_NO_COMPILE_CACHE") is None:
+            from flaxdigits.training import enable_compilation_cache
+
+            enable_compilation_cache()
         out = COMMANDS[args.command](args)
     except FlaxdigitsError as e:
         print(f"flaxdigits {args.command}: error: {e}", file=sys.stderr)

@@ -1,0 +1,35 @@
+# Two commands for a newcomer (see README):
+#   make run    set up .venv, train the default model if there is none, then evaluate it
+#   make test   set up .venv with the test tools and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+MODEL  ?= models/mlp.ckpt
+
+.PHONY: run test bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "flaxdigits needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Reinstall whenever the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(MODEL): | $(VENV)/.installed
+	$(BIN)/flaxdigits train --out $(MODEL)
+
+run: $(VENV)/.installed $(MODEL)
+	$(BIN)/flaxdigits evaluate $(MODEL)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) models .pytest_cache

@@ -1,0 +1,160 @@
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from flaxdigits import checkpoints
+from flaxdigits.checkpoints import (CheckpointError, load, load_classifier, load_result, save,
+                                    save_result)
+from flaxdigits.inference import Classifier
+from flaxdigits.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(mnist):
+    return train(TrainConfig(epochs=1), mnist)
+
+
+@pytest.fixture
+def ckpt(run, tmp_path) -> Path:
+    return save_result(tmp_path / "m.ckpt", run)
+
+
+def test_round_trip_predictions_are_bit_identical(run, ckpt, mnist):
+    loaded = Classifier.load(ckpt)
+    np.testing.assert_array_equal(loaded.predict(mnist.test_images),
+                                  run.classifier.predict(mnist.test_images))
+    assert loaded.config == run.config.model
+    assert loaded.meta["test"]["accuracy"] == run.test_accuracy
+    assert loaded.meta["history"] == run.history
+    assert set(loaded.meta["versions"]) == {"flaxdigits", "jax", "flax"}
+
+
+def test_training_state_round_trips(run, ckpt):
+    back = load_result(ckpt)
+    assert back.config == run.config and int(back.state.step) == int(run.state.step)
+    for a, b in zip(jax.tree.leaves(run.state.opt_state), jax.tree.leaves(back.state.opt_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_resume_after_epoch_3_equals_uninterrupted(mnist, tmp_path):
+    config = TrainConfig(epochs=5, seed=1)
+    full = train(config, mnist)
+    first = train(TrainConfig(epochs=3, seed=1), mnist)
+    resumed = train(config, mnist, resume=load_result(save_result(tmp_path / "r.ckpt", first)))
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    assert resumed.test_accuracy == full.test_accuracy
+
+
+def _rewrite_header(path, change):
+    blob = path.read_bytes()
+    start = len(checkpoints.MAGIC) + 8
+    size = int.from_bytes(blob[len(checkpoints.MAGIC):start], "little")
+    header = json.loads(blob[start:start + size])
+    change(header)
+    new = json.dumps(header).encode()
+    path.write_bytes(checkpoints.MAGIC + len(new).to_bytes(8, "little") + new
+                     + blob[start + size:])
+
+
+def test_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        Classifier.load(tmp_path / "nope.ckpt")
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "x.ckpt").write_text("hello, I am a text file")
+    with pytest.raises(CheckpointError, match="not a flaxdigits checkpoint"):
+        load(tmp_path / "x.ckpt")
+    with pytest.raises(CheckpointError, match="folder"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999, 0.001, 10])
+def test_truncated(ckpt, keep):
+    blob = ckpt.read_bytes()
+    ckpt.write_bytes(blob[: int(len(blob) * keep) if keep < 1 else keep])
+    with pytest.raises(CheckpointError, match="truncated"):
+        Classifier.load(ckpt)
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.99])
+def test_flipped_payload_byte(ckpt, where):
+    blob = bytearray(ckpt.read_bytes())
+    blob[int(len(blob) * where)] ^= 0x40
+    ckpt.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        Classifier.load(ckpt)
+
+
+def test_flipped_header_byte(ckpt):
+    blob = bytearray(ckpt.read_bytes())
+    blob[len(checkpoints.MAGIC) + 8] ^= 0xFF  # the header's opening brace
+    ckpt.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupted"):
+        Classifier.load(ckpt)
+
+
+def test_deleted_part(ckpt, tmp_path):
+    meta, tree = load(ckpt)
+    del tree["params"]
+    save(tmp_path / "part.ckpt", tree, meta)
+    with pytest.raises(CheckpointError, match="no 'params'"):
+        Classifier.load(tmp_path / "part.ckpt")
+
+
+def test_future_format_version(ckpt):
+    _rewrite_header(ckpt, lambda h: h.update(format_version=checkpoints.FORMAT_VERSION + 1))
+    with pytest.raises(CheckpointError, match="newer.*upgrade"):
+        Classifier.load(ckpt)
+
+
+def test_params_do_not_match_declared_architecture(ckpt):
+    _rewrite_header(ckpt, lambda h: h["meta"]["model"].update(hidden=[50]))
+    with pytest.raises(CheckpointError, match="do not match the declared architecture"):
+        Classifier.load(ckpt)
+    _rewrite_header(ckpt, lambda h: h["meta"]["model"].update(hidden=[100, 100]))
+    with pytest.raises(CheckpointError, match="do not match the declared architecture"):
+        load_classifier(ckpt)
+
+
+def test_unusable_declared_config(ckpt):
+    _rewrite_header(ckpt, lambda h: h["meta"]["model"].update(kind="transformer"))
+    with pytest.raises(CheckpointError, match="unusable model"):
+        Classifier.load(ckpt)
+
+
+def test_unwritable_destination(run, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CheckpointError, match="cannot"):
+        save_result(tmp_path / "file" / "m.ckpt", run)
+
+
+def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
+    path = tmp_path / "k.ckpt"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    rng = random.Random(0)
+    seen = set()
+    for attempt in range(30):
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_ckpt_writer.py"),
+                                 str(path), str(attempt)], stdout=subprocess.PIPE, env=env)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0, 0.15))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        meta, tree = load(path)  # raises if the file is damaged
+        assert tree["params"]["w"].shape == (meta["n"],)
+        seen.add(meta["i"])
+    assert len(seen) > 5  # the kills did land at many different points

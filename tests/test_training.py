@@ -1,0 +1,85 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxdigits.errors import InputError
+from flaxdigits.models import ModelConfig
+from flaxdigits.training import (TrainConfig, create_state, prng_key, shuffle, train,
+                                 train_step)
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_one_epoch_of_the_seed_mlp_on_real_mnist(mnist):
+    result = train(TrainConfig(epochs=1), mnist)
+    (h,) = result.history
+    assert h["test_accuracy"] >= 0.95
+    assert result.classifier.evaluate(mnist.test_images, mnist.test_labels)["n"] == 10_000
+    assert set(h) >= {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds"}
+    assert h["train_accuracy"] > 0.85 and h["seconds"] > 0
+
+
+def test_same_seed_same_params_other_seed_differs(mnist):
+    small = mnist.subset(6_000, 1_000)
+    a = train(TrainConfig(epochs=2, seed=3), small)
+    b = train(TrainConfig(epochs=2, seed=3), small)
+    c = train(TrainConfig(epochs=2, seed=4), small)
+    for x, y in zip(_leaves(a.params), _leaves(b.params)):
+        np.testing.assert_array_equal(x, y)
+    assert a.history == [dict(h, seconds=ha["seconds"], samples_per_second=ha[
+        "samples_per_second"]) for h, ha in zip(b.history, a.history)]
+    assert any(not np.array_equal(x, z) for x, z in zip(_leaves(a.params), _leaves(c.params)))
+
+
+@pytest.mark.parametrize("model", [ModelConfig(hidden=()), ModelConfig(hidden=(64, 32)),
+                                   ModelConfig(scale=False)])
+def test_model_variants_learn(mnist, model):
+    result = train(TrainConfig(model=model, epochs=1), mnist.subset(10_000, 2_000))
+    assert result.test_accuracy > 0.75
+
+
+def test_softmax_regression_has_no_hidden_layer():
+    params = create_state(TrainConfig(model=ModelConfig(hidden=()))).params
+    assert [p.shape for p in jax.tree.leaves(params)] == [(10,), (784, 10)]
+
+
+def test_train_step_is_pure_and_learns():
+    state = create_state(TrainConfig())
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (32, 784)), jnp.uint8)
+    y = jnp.arange(32) % 10
+    before = _leaves(state.params)
+    step = jax.jit(train_step)
+    new, m1 = step(state, (x, y))
+    for a, b in zip(before, _leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+    for _ in range(20):
+        new, m = step(new, (x, y))
+    assert int(new.step) == 21 and float(m["loss"]) < float(m1["loss"])
+
+
+def test_shuffle_is_a_permutation_and_depends_on_key():
+    a = np.asarray(shuffle(prng_key(0), 1000))
+    assert sorted(a.tolist()) == list(range(1000))
+    assert not np.array_equal(a, np.asarray(shuffle(prng_key(1), 1000)))
+    assert not np.array_equal(a, np.arange(1000))
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}])
+def test_bad_train_configs_are_refused(kwargs):
+    with pytest.raises(InputError, match=next(iter(kwargs))):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"hidden": (0,)}, "positive"),
+                                             ({"kind": "rnn"}, "unknown model kind")])
+def test_bad_model_configs_are_refused(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        ModelConfig(**kwargs)
+
+
+def test_batch_larger_than_data(mnist):
+    with pytest.raises(InputError, match="exceeds"):
+        train(TrainConfig(batch_size=128), mnist.subset(100, 10))
