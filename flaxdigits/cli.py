@@ -51,6 +51,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="MODEL", help="checkpoint file")
     _data_args(e)
     e.add_argument("--json", action="store_true", help='print {"accuracy", "loss", "n"}')
+    p = sub.add_parser("predict", help="classify image files of handwritten digits")
+    p.add_argument("model", metavar="MODEL", help="checkpoint file")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG/JPEG files, one digit each, "
+                   "any size, dark on light or light on dark")
+    p.add_argument("--json", action="store_true",
+                   help='print [{"file", "digit", "probabilities"}, ...]')
+
     r = sub.add_parser("report", help="rerun the seed tutorial's study: ablation table over "
                        "seeds and figures, as report.md + PNGs")
     r.add_argument("--out", default="report", help="output folder (default: report)")
@@ -197,6 +204,31 @@ class Progress:
             self._bar.stop()
 
 
+def cmd_predict(args) -> list[dict[str, Any]]:
+    """Classify image files with a saved model, preprocessed the MNIST way."""
+    import numpy as np
+
+    from flaxdigits.errors import InputError
+    from flaxdigits.inference import Classifier
+    from flaxdigits.preprocess import to_mnist
+
+    model = Classifier.load(args.model)
+    images = []
+    for path in args.images:
+        try:
+            images.append(to_mnist(path))
+        except InputError as e:
+            raise InputError(f"{path}: {e}" if path not in str(e) else str(e)) from None
+    probs = model.predict(np.stack(images))
+    out = [{"file": path, "digit": int(p.argmax()), "probabilities": [round(float(x), 6)
+                                                                       for x in p]}
+           for path, p in zip(args.images, probs)]
+    if not args.json:
+        for o in out:
+            print(f"{o['file']}: {o['digit']} ({o['probabilities'][o['digit']]:.1%})")
+    return out
+
+
 def cmd_report(args) -> dict[str, Any]:
     """Write the study's report folder."""
     from flaxdigits.errors import InputError
@@ -220,7 +252,8 @@ def cmd_report(args) -> dict[str, Any]:
     return {"report": str(path)}
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
