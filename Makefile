@@ -1,5 +1,6 @@
 # Two commands for a newcomer (see README):
-#   make run    set up .venv, train the default model if there is none, then evaluate it
+#   make run    set up .venv, train the default model if there is none, evaluate it, then
+#               serve the sketchpad demo on http://127.0.0.1:7860
 #   make test   set up .venv with the test tools and run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +17,7 @@ $(BIN)/python:
 
 # Reinstall whenever the project's dependencies change.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[demo,test]'
 	touch $@
 
 $(MODEL): | $(VENV)/.installed
@@ -24,6 +25,7 @@ $(MODEL): | $(VENV)/.installed
 
 run: $(VENV)/.installed $(MODEL)
 	$(BIN)/flaxdigits evaluate $(MODEL)
+	$(BIN)/flaxdigits demo --model $(MODEL)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

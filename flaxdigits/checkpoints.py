@@ -29,6 +29,8 @@ from flaxdigits.errors import FlaxdigitsError
 FORMAT_VERSION = 1
 MAGIC = b"FLAXDIGITS-CKPT\n"
 SUFFIX = ".ckpt"
+# Where the main job (make run) keeps its model and the demo looks for models by default.
+DEFAULT_MODEL_DIR = Path(os.environ.get("FLAXDIGITS_MODEL_DIR", "models"))
 
 
 class CheckpointError(FlaxdigitsError):
@@ -144,6 +146,12 @@ def check_like(template: Any, restored: Any, path: str | os.PathLike, where: str
     if shape != got:
         raise CheckpointError(f"{path}: parameters do not match the declared architecture: "
                               f"{where} has shape {list(got)}, expected {list(shape)}")
+
+
+def find_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The checkpoint files in `folder`, sorted by name ([] if it does not exist)."""
+    folder = Path(folder)
+    return sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []
 
 
 def best_path(path: str | os.PathLike) -> Path:

@@ -58,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help='print [{"file", "digit", "probabilities"}, ...]')
 
+    d = sub.add_parser("demo", help="serve the Gradio sketchpad demo on 127.0.0.1")
+    d.add_argument("--model", action="append", metavar="PATH",
+                   help="checkpoint to offer (repeatable; default: every models/*.ckpt)")
+    d.add_argument("--port", type=int, default=7860)
+
     r = sub.add_parser("report", help="rerun the seed tutorial's study: ablation table over "
                        "seeds and figures, as report.md + PNGs")
     r.add_argument("--out", default="report", help="output folder (default: report)")
@@ -229,6 +234,28 @@ def cmd_predict(args) -> list[dict[str, Any]]:
     return out
 
 
+def cmd_demo(args) -> None:
+    """Launch demo/app.py from the source tree."""
+    import importlib.util
+    from pathlib import Path
+
+    from flaxdigits.errors import FlaxdigitsError
+
+    path = Path(__file__).resolve().parents[1] / "demo" / "app.py"
+    if not path.is_file():
+        raise FlaxdigitsError(f"the demo ships with the source tree ({path} is missing): run it "
+                              f"from a checkout of flaxdigits")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise FlaxdigitsError("the demo needs gradio: pip install 'flaxdigits[demo]'") from None
+    spec = importlib.util.spec_from_file_location("flaxdigits_demo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    print(f"serving on http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
+    module.launch(args.model, args.port)
+
+
 def cmd_report(args) -> dict[str, Any]:
     """Write the study's report folder."""
     from flaxdigits.errors import InputError
@@ -253,7 +280,7 @@ def cmd_report(args) -> dict[str, Any]:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "report": cmd_report}
+            "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

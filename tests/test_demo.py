@@ -1,0 +1,196 @@
+"""The Gradio demo, served for real: gradio_client calls, a load test and a browser session."""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from flaxdigits.checkpoints import save_result  # noqa: E402
+from flaxdigits.training import TrainConfig, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(mnist, tmp_path_factory):
+    """The demo app in its own process, serving a real trained checkpoint."""
+    folder = tmp_path_factory.mktemp("models")
+    save_result(folder / "mlp.ckpt", train(TrainConfig(epochs=3), mnist))
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="False",
+               FLAXDIGITS_CACHE_DIR=str(folder / "cache"))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "demo" / "app.py"), "--model",
+                             str(folder / "mlp.ckpt"), "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("the demo server did not start")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _digit_png(folder: Path, image: np.ndarray, name: str, scale: int = 10) -> Path:
+    """An MNIST digit as a large black-on-white PNG, as a user would upload it."""
+    path = folder / name
+    Image.fromarray(255 - np.kron(image, np.ones((scale, scale), np.uint8))).save(path)
+    return path
+
+
+def _upload(client, path):
+    return client.predict("mlp.ckpt", handle_file(str(path)), api_name="/predict_upload")
+
+
+def test_client_upload_predicts_the_digit(server, mnist, tmp_path):
+    client = Client(server, verbose=False)
+    for i in range(5):
+        label, preview, status = _upload(client, _digit_png(tmp_path, mnist.test_images[i],
+                                                            f"{i}.png"))
+        assert label["label"] == str(mnist.test_labels[i]), status
+        assert len(label["confidences"]) == 3 and "data:image/png;base64," in preview
+
+
+def test_bad_uploads_get_a_message_and_the_server_stays_up(server, mnist, tmp_path):
+    client = Client(server, verbose=False)
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    Image.new("L", (1, 1), 0).save(tmp_path / "tiny.png")
+    Image.new("L", (10_000, 10_000), 255).save(tmp_path / "huge.png")
+    Image.new("RGBA", (200, 200), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    expected = {"empty.png": "Cannot read", "notes.txt": "Cannot read", "tiny.png": "too small",
+                "huge.png": "limit", "clear.png": "Draw a digit"}
+    for name, message in expected.items():
+        label, preview, status = _upload(client, tmp_path / name)
+        assert message in status and not preview, (name, status)
+    # Transparent ink and 16-bit files are read, not refused.
+    digit = 255 - np.kron(mnist.test_images[0], np.ones((10, 10), np.uint8))
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[..., 3] = 255 - digit
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "ink.png")
+    Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    for name in ("ink.png", "deep.png"):
+        label, _, status = _upload(client, tmp_path / name)
+        assert label["label"] == str(mnist.test_labels[0]), (name, status)
+
+
+def test_load_50_clients_5_predictions_each(server, mnist, tmp_path):
+    files = [(_digit_png(tmp_path, mnist.test_images[i], f"l{i}.png"), mnist.test_labels[i])
+             for i in range(10)]
+
+    # Each client connects first (one at a time), then all 50 send their predictions at once.
+    clients = [Client(server, verbose=False) for _ in range(50)]
+
+    def one_client(k):
+        client = clients[k]
+        out = []
+        for j in range(5):
+            path, want = files[(k + j) % len(files)]
+            t0 = time.perf_counter()
+            label, _, _ = _upload(client, path)
+            out.append((time.perf_counter() - t0, label["label"] == str(want)))
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        results = [r for rs in pool.map(one_client, range(50)) for r in rs]
+    latencies = sorted(t for t, _ in results)
+    assert len(results) == 250 and all(ok for _, ok in results)
+    p50, p95 = statistics.median(latencies), latencies[int(0.95 * len(latencies))]
+    print(f"\n50 clients x 5 predictions: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+    Path(tempfile.gettempdir(), "flaxdigits-demo-load.json").write_text(
+        json.dumps({"p50_ms": p50 * 1000, "p95_ms": p95 * 1000, "requests": len(results)}))
+
+
+# Strokes in [0, 1] coordinates of the drawing area, as a person would draw them.
+STROKES = {
+    "1": [[(0.5, 0.12), (0.5, 0.88)]],
+    "7": [[(0.22, 0.15), (0.78, 0.15)], [(0.78, 0.15), (0.42, 0.88)]],
+    "0": [[(0.5 + 0.2 * np.sin(t), 0.5 - 0.32 * np.cos(t)) for t in np.linspace(0, 6.4, 28)]],
+}
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM}")
+def test_browser_draws_digits_uploads_and_clears(server, mnist, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    shot = os.environ.get("FLAXDIGITS_DEMO_SCREENSHOT")
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
+            headless=True, viewport={"width": 1200, "height": 860})
+        page = ctx.new_page()
+        page.goto(server)
+        canvas = page.locator("#sketch .pixi-target canvas").first
+        canvas.wait_for(timeout=60_000)
+        page.wait_for_timeout(2000)  # the page script selects the brush
+        label = page.locator('#label [data-testid="label-output-value"]')
+
+        def draw(digit):
+            box = canvas.bounding_box()
+            side = min(box["width"], box["height"]) * 0.8  # inside the white drawing area
+            x0 = box["x"] + (box["width"] - side) / 2
+            y0 = box["y"] + (box["height"] - side) / 2
+            for stroke in STROKES[digit]:
+                page.mouse.move(x0 + stroke[0][0] * side, y0 + stroke[0][1] * side)
+                page.mouse.down()
+                for a, b in stroke[1:]:
+                    page.mouse.move(x0 + a * side, y0 + b * side, steps=4)
+                page.mouse.up()
+                page.wait_for_timeout(300)
+
+        def clear():
+            page.locator('#sketch button[aria-label="Clear canvas"]').click()
+            page.wait_for_timeout(1500)
+
+        def predicted(digit):
+            for _ in range(40):
+                if label.count() and label.first.inner_text().strip() == digit:
+                    return digit
+                page.wait_for_timeout(250)
+            return label.first.inner_text().strip() if label.count() else None
+
+        for digit in STROKES:
+            draw(digit)
+            assert predicted(digit) == digit
+            clear()
+        draw("7")  # after a clear, the brush is still selected and drawing still works
+        assert predicted("7") == "7"
+        if shot:
+            page.screenshot(path=shot)
+        clear()
+
+        png = _digit_png(tmp_path, mnist.test_images[1], "upload.png")
+        page.locator("#upload input[type=file]").set_input_files(str(png))
+        assert predicted(str(mnist.test_labels[1])) == str(mnist.test_labels[1])
+        ctx.close()
