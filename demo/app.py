@@ -134,6 +134,14 @@ def build(models: Models):
     return app
 
 
+def local_theme():
+    """Gradio's default look with system fonts: the stock theme fetches Google Fonts."""
+    import gradio as gr
+
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "monospace"])
+
+
 def configure_environment() -> Path:
     """No analytics or update checks; Gradio's temporary files under our cache folder."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -156,7 +164,7 @@ def launch(model_paths: list[str] | None = None, port: int = 7860, block: bool =
     app = build(Models(paths))
     app.queue(default_concurrency_limit=4)
     app.launch(server_name="127.0.0.1", server_port=port, share=False, js=SELECT_BRUSH_JS,
-               prevent_thread_lock=not block, show_error=False)
+               theme=local_theme(), prevent_thread_lock=not block, show_error=False)
     return app
 
 

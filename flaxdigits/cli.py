@@ -245,10 +245,8 @@ def cmd_demo(args) -> None:
     if not path.is_file():
         raise FlaxdigitsError(f"the demo ships with the source tree ({path} is missing): run it "
                               f"from a checkout of flaxdigits")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise FlaxdigitsError("the demo needs gradio: pip install 'flaxdigits[demo]'") from None
+    if importlib.util.find_spec("gradio") is None:  # not imported: the app configures it first
+        raise FlaxdigitsError("the demo needs gradio: pip install 'flaxdigits[demo]'")
     spec = importlib.util.spec_from_file_location("flaxdigits_demo", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

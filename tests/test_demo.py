@@ -150,6 +150,9 @@ def test_browser_draws_digits_uploads_and_clears(server, mnist, tmp_path):
             str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS,
             headless=True, viewport={"width": 1200, "height": 860})
         page = ctx.new_page()
+        elsewhere = []  # every request the page makes that does not go to the demo itself
+        page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:"))
+                else elsewhere.append(r.url))
         page.goto(server)
         canvas = page.locator("#sketch .pixi-target canvas").first
         canvas.wait_for(timeout=60_000)
@@ -194,3 +197,4 @@ def test_browser_draws_digits_uploads_and_clears(server, mnist, tmp_path):
         page.locator("#upload input[type=file]").set_input_files(str(png))
         assert predicted(str(mnist.test_labels[1])) == str(mnist.test_labels[1])
         ctx.close()
+    assert elsewhere == []
