@@ -86,9 +86,9 @@ def _train_config(args):
     from flaxdigits.models import ModelConfig
     from flaxdigits.training import TrainConfig
 
-    model = ModelConfig()
-    model = ModelConfig(kind=args.model or model.kind,
-                        hidden=model.hidden if args.hidden is None else tuple(args.hidden),
+    default = ModelConfig()
+    model = ModelConfig(kind=args.model or default.kind,
+                        hidden=default.hidden if args.hidden is None else tuple(args.hidden),
                         scale=not args.no_scale)
     given = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")}
     return TrainConfig(model=model, **{k: v for k, v in given.items() if v is not None})
@@ -144,7 +144,7 @@ def cmd_train(args) -> dict[str, Any]:
         "epochs": len(result.history),
         "train_seconds": result.train_seconds,
         "compile_seconds": result.compile_seconds,
-        "config": _config_dict(config),
+        "config": dataclasses.asdict(config),
         "data_source": data.source,
         "history": result.history,
         "checkpoint": str(out) if out else None,
@@ -172,12 +172,6 @@ def cmd_evaluate(args) -> dict[str, Any]:
         print(f"{args.model}: test accuracy {scores['accuracy']:.2%}, loss {scores['loss']:.4f} "
               f"on {scores['n']:,} images")
     return scores
-
-
-def _config_dict(config) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(config)
 
 
 class Progress:
