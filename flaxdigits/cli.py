@@ -30,15 +30,31 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on MNIST (or resume one)")
-    # Recipe flags default to None so that --resume can tell which ones were given.
-    t.add_argument("--model", choices=["mlp"], help="model kind (default: mlp)")
+    # Recipe flags default to None: given ones override the recipe, and --resume refuses them.
+    t.add_argument("--recipe", help="start from a named recipe: seed, mlp-best, cnn-fast or "
+                   "cnn-best (see README)")
+    t.add_argument("--model", choices=["mlp", "cnn"], help="model kind (default: mlp)")
     t.add_argument("--hidden", type=int, nargs="*", metavar="N",
-                   help="hidden layer widths; give none for softmax regression (default: 100)")
+                   help="mlp hidden layer widths; none = softmax regression (default: 100)")
+    t.add_argument("--channels", type=int, nargs="+", metavar="N",
+                   help="cnn: widths of the stride-2 convolutions (default: 32 64)")
+    t.add_argument("--kernels", type=int, nargs="+", metavar="K",
+                   help="cnn: their kernel sizes (default: 5 3)")
+    t.add_argument("--dense", type=int, help="cnn: dense width before the logits (default: 128)")
     t.add_argument("--no-scale", action="store_true", default=None,
                    help="feed raw 0..255 pixels instead of pixels / 255 (the seed's ablation)")
     t.add_argument("--epochs", type=int, help="total epochs (default: 5)")
     t.add_argument("--batch-size", type=int, help="default: 32")
-    t.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3)")
+    t.add_argument("--lr", type=float, help="(peak) Adam learning rate (default: 1e-3)")
+    t.add_argument("--schedule", choices=["constant", "cosine"])
+    t.add_argument("--warmup-epochs", type=float)
+    t.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0)")
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random affine augmentation on the device (rotate, scale, shear, shift)")
+    t.add_argument("--loop", choices=["auto", "scan", "step"],
+                   help="an epoch as one compiled scan, or one compiled call per batch "
+                   "(default auto: measured best per model and backend)")
     t.add_argument("--seed", type=int, help="default: 0")
     t.add_argument("--out", help="checkpoint file, rewritten after every epoch; the best epoch "
                    "by test accuracy is also kept as NAME.best.ckpt")
@@ -73,7 +89,11 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-RECIPE_FLAGS = ("model", "hidden", "no_scale", "batch_size", "lr", "seed")
+MODEL_FLAGS = ("model", "hidden", "channels", "kernels", "dense", "no_scale")
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
+               "label_smoothing", "augment", "loop", "seed")
+RECIPE_FLAGS = ("recipe",) + MODEL_FLAGS + tuple(f for f in TRAIN_FLAGS if f != "epochs")
+
 
 
 def _load(args):
@@ -83,15 +103,27 @@ def _load(args):
 
 
 def _train_config(args):
+    """The recipe (or the defaults) with every given flag applied on top."""
+    import dataclasses
+
+    from flaxdigits.augment import DEFAULT, Augment
     from flaxdigits.models import ModelConfig
+    from flaxdigits.recipes import recipe
     from flaxdigits.training import TrainConfig
 
-    default = ModelConfig()
-    model = ModelConfig(kind=args.model or default.kind,
-                        hidden=default.hidden if args.hidden is None else tuple(args.hidden),
-                        scale=not args.no_scale)
-    given = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")}
-    return TrainConfig(model=model, **{k: v for k, v in given.items() if v is not None})
+    base = recipe(args.recipe) if args.recipe else TrainConfig()
+    model = base.model
+    if args.model and args.model != model.kind:
+        model = ModelConfig(kind=args.model)
+    changes = {k: getattr(args, k) for k in ("hidden", "channels", "kernels", "dense")
+               if getattr(args, k) is not None}
+    if args.no_scale:
+        changes["scale"] = False
+    model = dataclasses.replace(model, **changes)
+    train = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
+    if "augment" in train:
+        train["augment"] = DEFAULT if train["augment"] else Augment()
+    return dataclasses.replace(base, model=model, **train)
 
 
 def cmd_train(args) -> dict[str, Any]:

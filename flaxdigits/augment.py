@@ -1,0 +1,77 @@
+"""Random affine augmentation that runs on the device, inside the compiled training step.
+
+Each image gets its own rotation, scale, shear and shift about the image centre, applied by
+bilinear resampling of the 28x28 pixels. Labels are never touched. All strengths at zero is the
+identity: every output pixel then samples exactly its own input pixel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from flaxdigits.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Largest random change per image; each is drawn uniformly from [-max, max]."""
+
+    rotate: float = 0.0  # degrees
+    scale: float = 0.0  # relative: 0.1 means 90%..110%
+    shear: float = 0.0  # degrees
+    shift: float = 0.0  # pixels
+
+    def __post_init__(self):
+        for name in ("rotate", "scale", "shear", "shift"):
+            if not 0 <= getattr(self, name) < (1 if name == "scale" else 90):
+                raise InputError(f"augment {name} must be in [0, {1 if name == 'scale' else 90}),"
+                                 f" got {getattr(self, name)}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any strength is non-zero."""
+        return any(dataclasses.astuple(self))
+
+
+# What `--augment` turns on: the usual MNIST range, small enough to keep digits legible.
+DEFAULT = Augment(rotate=12.0, scale=0.12, shear=10.0, shift=2.5)
+
+
+def affine(key: jax.Array, images: jax.Array, aug: Augment) -> jax.Array:
+    """Randomly transformed copies of `images` [B, 28, 28] or [B, 784], as float32 [B, 28, 28]."""
+    x = images.reshape(-1, 28, 28).astype(jnp.float32)
+    b = x.shape[0]
+    u = jax.random.uniform(key, (b, 5), minval=-1.0, maxval=1.0)
+    angle = jnp.deg2rad(aug.rotate) * u[:, 0]
+    scale = 1.0 + aug.scale * u[:, 1]
+    shear = jnp.deg2rad(aug.shear) * u[:, 2]
+    shift = aug.shift * u[:, 3:5]
+
+    # Output pixel p samples input at A (p - c - shift) + c, A the inverse of rotate*shear*scale.
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    fwd = jnp.stack([jnp.stack([cos, -sin + cos * jnp.tan(shear)], -1),
+                     jnp.stack([sin, cos + sin * jnp.tan(shear)], -1)], -2) * scale[:, None, None]
+    inv = jnp.linalg.inv(fwd)  # [B, 2, 2]
+    c = 13.5
+    yy, xx = jnp.meshgrid(jnp.arange(28.0), jnp.arange(28.0), indexing="ij")
+    grid = jnp.stack([yy, xx], -1).reshape(1, 784, 2) - c - shift[:, None, :]
+    src = jnp.einsum("bij,bpj->bpi", inv, grid) + c  # [B, 784, (y, x)]
+    # Bilinear weights sum to 1 up to rounding: clip so that pixels stay within 0..255.
+    return jnp.clip(jax.vmap(_bilinear)(x, src).reshape(b, 28, 28), 0.0, 255.0)
+
+
+def _bilinear(img: jax.Array, yx: jax.Array) -> jax.Array:
+    """`img` [28, 28] sampled at points `yx` [P, 2]; zero outside the image."""
+    y, x = yx[:, 0], yx[:, 1]
+    y0, x0 = jnp.floor(y), jnp.floor(x)
+    wy, wx = y - y0, x - x0
+    out = jnp.zeros_like(y)
+    for dy, dx, w in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx),
+                      (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
+        yi, xi = (y0 + dy).astype(jnp.int32), (x0 + dx).astype(jnp.int32)
+        inside = (yi >= 0) & (yi < 28) & (xi >= 0) & (xi < 28)
+        out = out + jnp.where(inside, img[jnp.clip(yi, 0, 27), jnp.clip(xi, 0, 27)], 0.0) * w
+    return out

@@ -1,0 +1,49 @@
+import jax
+import numpy as np
+import pytest
+
+from flaxdigits.augment import DEFAULT, Augment, affine
+from flaxdigits.errors import InputError
+from flaxdigits.training import prng_key
+
+
+def test_zero_strength_is_the_identity(mnist):
+    x = mnist.train_images[:64]
+    np.testing.assert_array_equal(np.asarray(affine(prng_key(0), x, Augment())), x)
+
+
+def test_shapes_range_and_change(mnist):
+    x = mnist.train_images[:64]
+    out = np.asarray(affine(prng_key(0), x.reshape(64, 784), DEFAULT))
+    assert out.shape == (64, 28, 28) and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 255
+    assert np.abs(out - x).mean() > 5  # it did move the digits
+    # Ink is resampled, not created: the total stays close (scale changes it a little).
+    ratio = out.sum((1, 2)) / x.sum((1, 2))
+    assert 0.6 < ratio.min() and ratio.max() < 1.5
+
+
+def test_each_image_gets_its_own_transform_and_keys_matter(mnist):
+    x = np.repeat(mnist.train_images[:1], 8, axis=0)
+    out = np.asarray(affine(prng_key(0), x, DEFAULT))
+    assert len({o.tobytes() for o in out}) == 8
+    again = np.asarray(affine(prng_key(0), x, DEFAULT))
+    other = np.asarray(affine(prng_key(1), x, DEFAULT))
+    np.testing.assert_array_equal(out, again)
+    assert not np.array_equal(out, other)
+
+
+def test_pure_shift_moves_pixels_exactly(mnist):
+    x = mnist.train_images[:1].astype(np.float32)
+    out = np.asarray(affine(jax.random.key(0, impl="rbg"), x, Augment(shift=3)))[0]
+    # A shift by a non-integer amount blurs, but the centre of mass moves by at most 3 px.
+    def com(img):
+        return np.array([(img.sum(1) * np.arange(28)).sum(), (img.sum(0) * np.arange(28)).sum()]
+                        ) / img.sum()
+    assert np.abs(com(out) - com(x[0])).max() <= 3.01
+
+
+@pytest.mark.parametrize("kwargs", [{"rotate": -1}, {"scale": 1.0}, {"shift": 100}])
+def test_bad_strengths(kwargs):
+    with pytest.raises(InputError):
+        Augment(**kwargs)
