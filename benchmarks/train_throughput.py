@@ -1,11 +1,11 @@
-"""Training throughput of the flaxdigits MLP: steady-state samples/s, compile time, start-up.
+"""Training throughput of flaxdigits models: steady-state samples/s, compile time, start-up.
 
     python benchmarks/train_throughput.py --data-dir ../shared/data/mnist [--batch-sizes 32 128]
-        [--epochs 5] [--json OUT.json]
+        [--models mlp cnn] [--epochs 5] [--json OUT.json]
 
-Per batch size it trains the seed MLP (784-100-10, Adam 1e-3) for `--epochs` epochs after the
-compile and reports the median steady-state samples/s with min..max, the compile time, and the
-first epoch. Separately it times a fresh process from start to its first finished training step
+Per model and batch size it trains for `--epochs` epochs (the seed MLP 784-100-10, or the
+cnn-fast recipe's CNN without augmentation, Adam 1e-3) and reports the median steady-state
+samples/s (epochs after the first) with min..max, the compile time, and the first epoch. Separately it times a fresh process from start to its first finished training step
 (imports, reading and verifying the IDX files, compiling and running one step). Machines here are
 shared, so the load average is printed beside the figures. Needs only jax/flax/optax/numpy.
 """
@@ -61,14 +61,18 @@ def time_to_first_step(data_dir: str, cache_dir: str = "") -> float:
     return elapsed
 
 
-def throughput(data, batch_size: int, epochs: int) -> dict:
-    """Train the seed MLP at `batch_size`; steady-state epochs exclude the compile."""
+def throughput(data, model: str, batch_size: int, epochs: int) -> dict:
+    """Train `model` ("mlp" or "cnn") at `batch_size`; steady-state epochs exclude the compile."""
+    from flaxdigits.models import ModelConfig
     from flaxdigits.training import TrainConfig, train
 
-    result = train(TrainConfig(batch_size=batch_size, epochs=epochs), data)
+    config = TrainConfig(model=ModelConfig(kind=model), batch_size=batch_size, epochs=epochs)
+    result = train(config, data)
     rates = [h["samples_per_second"] for h in result.history]
     steady = rates[1:] or rates
     return {
+        "model": model,
+        "loop": config.resolved_loop(),
         "batch_size": batch_size,
         "samples_per_second_median": statistics.median(steady),
         "samples_per_second_min": min(steady),
@@ -111,6 +115,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--data-dir", default=os.environ.get("FLAXDIGITS_DATA_DIR"),
                     help="folder with the official IDX files (default: $FLAXDIGITS_DATA_DIR)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--models", nargs="+", choices=["mlp", "cnn"], default=["mlp"])
     ap.add_argument("--epochs", type=int, default=5, help="epochs per batch size (first "
                     "is reported separately; the rest are steady state)")
     ap.add_argument("--starts", type=int, default=3, help="fresh processes timed to first step")
@@ -126,17 +131,19 @@ def main(argv=None) -> dict:
         time_to_first_step(args.data_dir, cache)  # fills the cache
         warm = [time_to_first_step(args.data_dir, cache) for _ in range(args.starts)]
     data = load_mnist("idx", args.data_dir)
-    rows = [throughput(data, b, args.epochs) for b in args.batch_sizes]
+    rows = [throughput(data, m, b, args.epochs) for m in args.models for b in args.batch_sizes]
     report = {"machine": machine(), "first_step_seconds": {"cold": cold, "cached": warm},
               "runs": rows}
 
     m = report["machine"]
     print(f"\n{m['processor']}, {m['cpus']} CPUs, backend {m['backend']}, jax {m['jax']}, "
           f"load average {' '.join(f'{x:.2f}' for x in m['loadavg'])}\n")
-    print("| batch | samples/s (median) | min .. max | compile s | first epoch s | test acc |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| model | loop | batch | samples/s (median) | min .. max | compile s | first epoch s "
+          "| test acc |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['batch_size']} | {r['samples_per_second_median']:,.0f} | "
+        print(f"| {r['model']} | {r['loop']} | {r['batch_size']} | "
+              f"{r['samples_per_second_median']:,.0f} | "
               f"{r['samples_per_second_min']:,.0f} .. {r['samples_per_second_max']:,.0f} | "
               f"{r['compile_seconds']:.2f} | {r['first_epoch_seconds']:.2f} | "
               f"{r['test_accuracy']:.2%} |")
