@@ -65,10 +65,11 @@ def curves(histories: dict[str, Sequence[dict[str, float]]]):
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_acc.legend(fontsize=9, loc="lower right")
-    fig.text(0.5, 0.01, "solid: test set   dashed: training set (mean over the epoch)",
-             ha="center", fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    rows = -(-len(histories) // 2)
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=9,
+               title="solid: test set   dashed: training set (mean over the epoch)",
+               title_fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * rows, 1, 1))
     return fig
 
 
