@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_mnist": "data", "Mnist": "data",
-    "ModelConfig": "models", "MLP": "models", "build_model": "models",
+    "ModelConfig": "models", "MLP": "models", "CNN": "models", "build_model": "models",
+    "Augment": "augment", "recipe": "recipes", "RECIPES": "recipes",
     "TrainConfig": "training", "TrainResult": "training", "train": "training",
     "train_step": "training", "train_epoch": "training", "create_state": "training",
     "Classifier": "inference", "predict": "inference", "evaluate": "inference",
