@@ -47,3 +47,18 @@ def test_pure_shift_moves_pixels_exactly(mnist):
 def test_bad_strengths(kwargs):
     with pytest.raises(InputError):
         Augment(**kwargs)
+
+
+def test_augmented_digits_keep_their_labels(mnist):
+    """Trained on augmented digits, a model reads augmented test digits by their true labels.
+
+    (Augmentation only ever sees images; if it turned one digit into another, e.g. by flips or
+    large rotations, the labels would stop describing the images and this would fail.)
+    """
+    from flaxdigits.training import TrainConfig, train
+
+    model = train(TrainConfig(epochs=2, batch_size=128, augment=DEFAULT), mnist).classifier
+    x, y = mnist.test_images[:2000], mnist.test_labels[:2000]
+    moved = np.asarray(affine(prng_key(3), x, DEFAULT)).astype(np.uint8)
+    assert model.evaluate(moved, y)["accuracy"] > 0.85  # a label scramble gives far less
+    assert model.evaluate(x, y)["accuracy"] > 0.93
