@@ -172,12 +172,19 @@ def test_browser_draws_digits_uploads_and_clears(server, mnist, tmp_path):
                 page.mouse.up()
                 page.wait_for_timeout(300)
 
-        def clear():
-            page.locator('#sketch button[aria-label="Clear canvas"]').click()
-            page.wait_for_timeout(1500)
+        status = page.locator("#status")
 
-        def predicted(digit):
-            for _ in range(40):
+        def clear():  # a blank canvas brings the prompt back
+            page.locator('#sketch button[aria-label="Clear canvas"]').click()
+            for _ in range(120):
+                if "Draw a digit" in status.inner_text():
+                    break
+                page.wait_for_timeout(250)
+            assert "Draw a digit" in status.inner_text()
+            page.wait_for_timeout(500)
+
+        def predicted(digit):  # waits up to 30 s: software rendering on a loaded machine is slow
+            for _ in range(120):
                 if label.count() and label.first.inner_text().strip() == digit:
                     return digit
                 page.wait_for_timeout(250)
