@@ -144,6 +144,9 @@ def cmd_train(args) -> dict[str, Any]:
         config = resume.config
         if args.epochs is not None:
             config = dataclasses.replace(config, epochs=args.epochs)
+        if len(resume.history) >= config.epochs:
+            raise InputError(f"nothing to train: {args.resume} already has "
+                             f"{len(resume.history)} epochs (raise --epochs)")
         out = args.out or args.resume
     else:
         config, out = _train_config(args), args.out
@@ -167,9 +170,6 @@ def cmd_train(args) -> dict[str, Any]:
                 print(f"interrupted: {out} holds the last complete epoch; continue with "
                       f"flaxdigits train --resume {out}", file=sys.stderr)
             raise
-    if not result.history:
-        raise InputError(f"nothing to train: the run already has {config.epochs} epochs "
-                         f"(raise --epochs)")
     summary = {
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,

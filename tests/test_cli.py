@@ -61,6 +61,8 @@ def test_resume_only_changes_epochs(mnist_dir, tmp_path, capsys):
                  str(mnist_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 2
     assert len(load_result(ckpt).history) == 2
+    assert main(["train", "--resume", str(ckpt), "--data-dir", str(mnist_dir)]) == 1
+    assert "nothing to train" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [
