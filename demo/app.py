@@ -128,6 +128,9 @@ def build(models: Models):
         outputs = [label, preview, status]
         sketch.change(on_sketch, [model, sketch], outputs, trigger_mode="always_last",
                       api_name="predict_sketch")
+        # Clearing resets the outputs itself: a blank canvas's change event alone was sometimes
+        # overtaken by the last stroke's prediction, leaving an old answer beside an empty box.
+        sketch.clear(lambda: ({}, "", PROMPT), None, outputs, api_name=False)
         upload.upload(on_upload, [model, upload], outputs, api_name="predict_upload")
         upload.clear(lambda: ({}, "", PROMPT), None, outputs, api_name=False)
         model.change(on_sketch, [model, sketch], outputs, api_name=False)

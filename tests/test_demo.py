@@ -175,6 +175,7 @@ def test_browser_draws_digits_uploads_and_clears(server, mnist, tmp_path):
         status = page.locator("#status")
 
         def clear():  # a blank canvas brings the prompt back
+            page.wait_for_timeout(1000)  # let the last stroke's prediction land first
             page.locator('#sketch button[aria-label="Clear canvas"]').click()
             for _ in range(120):
                 if "Draw a digit" in status.inner_text():
