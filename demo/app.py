@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from flaxdigits.checkpoints import DEFAULT_MODEL_DIR, find_checkpoints  # noqa: E402
+from flaxdigits.checkpoints import DEFAULT_MODEL_DIR, cache_dir, find_checkpoints  # noqa: E402
 from flaxdigits.errors import FlaxdigitsError  # noqa: E402
 from flaxdigits.inference import Classifier  # noqa: E402
 from flaxdigits.preprocess import BlankImage, to_mnist  # noqa: E402
@@ -148,8 +148,7 @@ def local_theme():
 def configure_environment() -> Path:
     """No analytics or update checks; Gradio's temporary files under our cache folder."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    base = Path(os.environ.get("FLAXDIGITS_CACHE_DIR") or Path.home() / ".cache" / "flaxdigits")
-    tmp = base / "gradio"
+    tmp = cache_dir() / "gradio"
     tmp.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(tmp)
     return tmp

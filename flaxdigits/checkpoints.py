@@ -148,6 +148,13 @@ def check_like(template: Any, restored: Any, path: str | os.PathLike, where: str
                               f"{where} has shape {list(got)}, expected {list(shape)}")
 
 
+def cache_dir() -> Path:
+    """The cache folder: $FLAXDIGITS_CACHE_DIR, else ($XDG_CACHE_HOME or ~/.cache)/flaxdigits."""
+    if os.environ.get("FLAXDIGITS_CACHE_DIR"):
+        return Path(os.environ["FLAXDIGITS_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flaxdigits"
+
+
 def find_checkpoints(folder: str | os.PathLike) -> list[Path]:
     """The checkpoint files in `folder`, sorted by name ([] if it does not exist)."""
     folder = Path(folder)
