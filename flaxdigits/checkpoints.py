@@ -40,11 +40,8 @@ class CheckpointError(FlaxdigitsError):
 def save(path: str | os.PathLike, tree: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Write `tree` (nested dicts of arrays) and JSON-able `meta` to `path` atomically.
 
-    The file is written beside its destination, synced, then renamed over it, so a crash at any
-    moment leaves either the previous file or the new one, never a mix. Ctrl-C is held back
-    until the write is done.
+    A crash at any moment leaves either the previous file or the new one (see `write_atomic`).
     """
-    path = Path(path)
     payload = msgpack.packb(_encode(tree), use_bin_type=True)
     header = json.dumps({
         "format_version": FORMAT_VERSION,
@@ -53,10 +50,23 @@ def save(path: str | os.PathLike, tree: dict[str, Any], meta: dict[str, Any]) ->
         "meta": meta,
     }, sort_keys=True).encode()
     blob = b"".join([MAGIC, len(header).to_bytes(8, "little"), header, payload])
+    return write_atomic(path, blob)
+
+
+def write_atomic(path: str | os.PathLike, blob: bytes, what: str = "checkpoint",
+                 error: type[FlaxdigitsError] = CheckpointError) -> Path:
+    """Write `blob` to `path` so that a crash leaves the old file or the new one, never a mix.
+
+    The bytes go to a file beside the destination, are synced, then renamed over it; Ctrl-C is
+    held back until that is done. Failures raise `error` naming the path and the reason.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"cannot write {what} {path}: it is a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CheckpointError(f"cannot create the folder for {path}: {e.strerror}") from None
+        raise error(f"cannot create the folder for {path}: {e.strerror}") from None
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with _sigint_deferred():
         try:
@@ -68,7 +78,7 @@ def save(path: str | os.PathLike, tree: dict[str, Any], meta: dict[str, Any]) ->
             _fsync_dir(path.parent)
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror}") from None
+            raise error(f"cannot write {what} {path}: {e.strerror}") from None
     return path
 
 

@@ -64,15 +64,29 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
     e = sub.add_parser("evaluate", help="score a saved model on the 10,000 test images")
-    e.add_argument("model", metavar="MODEL", help="checkpoint file")
+    e.add_argument("model", metavar="MODEL", help="checkpoint or exported .tflite file")
     _data_args(e)
     e.add_argument("--json", action="store_true", help='print {"accuracy", "loss", "n"}')
     p = sub.add_parser("predict", help="classify image files of handwritten digits")
-    p.add_argument("model", metavar="MODEL", help="checkpoint file")
+    p.add_argument("model", metavar="MODEL", help="checkpoint or exported .tflite file")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG/JPEG files, one digit each, "
                    "any size, dark on light or light on dark")
     p.add_argument("--json", action="store_true",
                    help='print [{"file", "digit", "probabilities"}, ...]')
+
+    x = sub.add_parser("export", help="export a checkpoint to .tflite for LiteRT (phones, "
+                       "microcontrollers)")
+    x.add_argument("model", metavar="MODEL", help="checkpoint file")
+    x.add_argument("-o", "--out", help="output file (default: MODEL's name with .tflite, "
+                   "or -QUANTIZE.tflite when quantized)")
+    x.add_argument("--quantize", choices=["none", "float16", "dynamic", "int8"], default="none",
+                   help="none: float32; float16: float16 weights; dynamic: int8 weights; "
+                   "int8: full integer with int8 input/output, calibrated on training images "
+                   "(needs the data)")
+    x.add_argument("--batch", type=int, default=1, help="fixed batch size of the exported "
+                   "graph (default: 1)")
+    _data_args(x)
+    x.add_argument("--json", action="store_true", help="print the export summary as JSON")
 
     d = sub.add_parser("demo", help="serve the Gradio sketchpad demo on 127.0.0.1")
     d.add_argument("--model", action="append", metavar="PATH",
@@ -194,10 +208,10 @@ def cmd_train(args) -> dict[str, Any]:
 
 
 def cmd_evaluate(args) -> dict[str, Any]:
-    """Score a saved model on all test images."""
-    from flaxdigits.inference import Classifier
+    """Score a saved model (checkpoint or .tflite) on all test images."""
+    from flaxdigits.litert import load_model
 
-    model = Classifier.load(args.model)
+    model = load_model(args.model)
     data = _load(args)
     scores = model.evaluate(data.test_images, data.test_labels)
     if not args.json:
@@ -240,10 +254,10 @@ def cmd_predict(args) -> list[dict[str, Any]]:
     import numpy as np
 
     from flaxdigits.errors import InputError
-    from flaxdigits.inference import Classifier
+    from flaxdigits.litert import load_model
     from flaxdigits.preprocess import to_mnist
 
-    model = Classifier.load(args.model)
+    model = load_model(args.model)
     images = []
     for path in args.images:
         try:
@@ -258,6 +272,34 @@ def cmd_predict(args) -> list[dict[str, Any]]:
         for o in out:
             print(f"{o['file']}: {o['digit']} ({o['probabilities'][o['digit']]:.1%})")
     return out
+
+
+def cmd_export(args) -> dict[str, Any]:
+    """Export a checkpoint to .tflite."""
+    from pathlib import Path
+
+    from flaxdigits.errors import InputError
+    from flaxdigits.export import calibration_images, export_tflite
+    from flaxdigits.inference import Classifier
+    from flaxdigits.litert import is_tflite
+
+    if is_tflite(args.model):
+        raise InputError(f"{args.model} is already a .tflite file: export takes a flaxdigits "
+                         f"checkpoint (.ckpt)")
+    if args.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {args.batch}")
+    model = Classifier.load(args.model)
+    suffix = "" if args.quantize == "none" else f"-{args.quantize}"
+    out = args.out or str(Path(args.model).with_suffix("").with_name(
+        Path(args.model).stem + suffix + ".tflite"))
+    calibration = None
+    if args.quantize == "int8":
+        calibration = calibration_images(_load(args).train_images)
+    summary = export_tflite(model, out, args.quantize, args.batch, calibration)
+    if not args.json:
+        print(f"wrote {summary['path']} ({summary['bytes']:,} bytes, {args.quantize}, batch "
+              f"{args.batch}) in {summary['seconds']:.1f} s")
+    return summary
 
 
 def cmd_demo(args) -> None:
@@ -304,7 +346,7 @@ def cmd_report(args) -> dict[str, Any]:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "demo": cmd_demo, "report": cmd_report}
+            "export": cmd_export, "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
