@@ -93,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
                    help="checkpoint to offer (repeatable; default: every models/*.ckpt)")
     d.add_argument("--port", type=int, default=7860)
 
+    # Listed for --help only: main() hands `bench` and its arguments to benchmarks/bench.py.
+    sub.add_parser("bench", help="training throughput beside Keras and PyTorch, start-up and "
+                   "inference latency (see flaxdigits bench --help)")
+
     r = sub.add_parser("report", help="rerun the seed tutorial's study: ablation table over "
                        "seeds and figures, as report.md + PNGs")
     r.add_argument("--out", default="report", help="output folder (default: report)")
@@ -302,22 +306,28 @@ def cmd_export(args) -> dict[str, Any]:
     return summary
 
 
-def cmd_demo(args) -> None:
-    """Launch demo/app.py from the source tree."""
+def _source_tree_module(folder: str, name: str, what: str):
+    """Load `folder/name` from the checkout this package was installed from."""
     import importlib.util
     from pathlib import Path
 
-    from flaxdigits.errors import FlaxdigitsError
-
-    path = Path(__file__).resolve().parents[1] / "demo" / "app.py"
+    path = Path(__file__).resolve().parents[1] / folder / name
     if not path.is_file():
-        raise FlaxdigitsError(f"the demo ships with the source tree ({path} is missing): run it "
-                              f"from a checkout of flaxdigits")
-    if importlib.util.find_spec("gradio") is None:  # not imported: the app configures it first
-        raise FlaxdigitsError("the demo needs gradio: pip install 'flaxdigits[demo]'")
-    spec = importlib.util.spec_from_file_location("flaxdigits_demo", path)
+        raise FlaxdigitsError(f"the {what} ships with the source tree ({path} is missing): run "
+                              f"it from a checkout of flaxdigits")
+    spec = importlib.util.spec_from_file_location(f"flaxdigits_{folder}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def cmd_demo(args) -> None:
+    """Launch demo/app.py from the source tree."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:  # not imported: the app configures it first
+        raise FlaxdigitsError("the demo needs gradio: pip install 'flaxdigits[demo]'")
+    module = _source_tree_module("demo", "app.py", "demo")
     print(f"serving on http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
     module.launch(args.model, args.port)
 
@@ -351,6 +361,14 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        try:
+            _source_tree_module("benchmarks", "bench.py", "benchmark runner").main(argv[1:])
+        except FlaxdigitsError as e:
+            print(f"flaxdigits bench: error: {e}", file=sys.stderr)
+            return 1
+        return 0
     args = parser().parse_args(argv)
     try:
         if os.environ.get("FLAXDIGITS_NO_COMPILE_CACHE") is None:

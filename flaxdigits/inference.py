@@ -63,9 +63,10 @@ def as_labels(labels: Any, n: int) -> np.ndarray:
     return y.astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _logits(module, params, x):
-    return module.apply({"params": params}, x)
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _outputs(module, params, x, probabilities=False):
+    logits = module.apply({"params": params}, x)
+    return jax.nn.softmax(logits, axis=-1) if probabilities else logits
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -88,13 +89,15 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
     return np.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
-def predict_logits(module, params, pixels: np.ndarray) -> np.ndarray:
-    """Logits [N, 10] for validated pixels, every example scored (the last chunk is padded)."""
+def predict_logits(module, params, pixels: np.ndarray, probabilities: bool = False
+                   ) -> np.ndarray:
+    """Logits (or softmax probabilities) [N, 10] for validated pixels, every example scored
+    (the last chunk is padded)."""
     out = [
-        np.asarray(_logits(module, params, _pad(pixels[a:b], size)))[: b - a]
+        np.asarray(_outputs(module, params, _pad(pixels[a:b], size), probabilities))[: b - a]
         for a, b, size in _chunks(len(pixels))
     ]
-    return np.concatenate(out)
+    return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 def evaluate_pixels(module, params, pixels: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -130,8 +133,7 @@ class Classifier:
 
     def predict(self, images: Any) -> np.ndarray:
         """Class probabilities [N, 10] for images (see `as_pixels` for accepted inputs)."""
-        logits = predict_logits(self.module, self.params, as_pixels(images))
-        return np.asarray(jax.nn.softmax(logits, axis=-1))
+        return predict_logits(self.module, self.params, as_pixels(images), probabilities=True)
 
     def evaluate(self, images: Any, labels: Any) -> dict[str, float]:
         """{"loss", "accuracy", "n"} over all given images."""

@@ -1,20 +1,67 @@
+"""Smoke runs of the benchmark runner on a small subset: no timing assertions."""
+
 import json
 import sys
 from pathlib import Path
 
+import pytest
+
+from flaxdigits.cli import main as cli
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import train_throughput  # noqa: E402
+import bench  # noqa: E402
+
+SMALL = ["--n-train", "2048", "--epochs", "2", "--batch-sizes", "256", "--starts", "1"]
 
 
-def test_benchmark_smoke_run_writes_its_json(mnist_dir, tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    train_throughput.main(["--data-dir", str(mnist_dir), "--epochs", "2", "--starts", "1",
-                           "--batch-sizes", "256", "--json", str(out)])
+@pytest.fixture
+def no_torch(tmp_path, monkeypatch):
+    """Workers see a `torch` that fails to import, installed or not."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'torch'\")\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+
+
+def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert cli(["bench", "--data-dir", str(mnist_dir), "--models", "mlp", *SMALL,
+                "--peers", "keras", "torch", "--json", str(out), "--plot", str(png)]) == 0
     report = json.loads(out.read_text())
-    (row,) = report["runs"]
-    assert row["model"] == "mlp" and row["loop"] == "scan" and row["batch_size"] == 256
-    assert row["samples_per_second_min"] <= row["samples_per_second_median"] \
-        <= row["samples_per_second_max"]
-    assert len(report["first_step_seconds"]["cold"]) == 1
-    assert {"processor", "backend", "jax", "loadavg"} <= set(report["machine"])
-    assert "| mlp | scan | 256 |" in capsys.readouterr().out
+    assert {"processor", "backend", "devices", "versions", "loadavg_start", "loadavg_end"} \
+        <= set(report["machine"])
+    rows = {r["framework"]: r for r in report["training"]}
+    assert set(rows) == {"flaxdigits", "keras", "torch"}
+    ours = rows["flaxdigits"]
+    assert ours["model"] == "mlp" and ours["batch_size"] == 256 and ours["loop"] == "scan"
+    assert ours["samples_per_second_min"] <= ours["samples_per_second_median"] \
+        <= ours["samples_per_second_max"]
+    assert len(ours["epoch_seconds"]) == 2 and ours["first_step_seconds"] > 0
+    assert ours["peak_rss_mb"] > 0 and 0 < ours["test_accuracy"] <= 1
+    keras = rows["keras"]  # TensorFlow is a dependency, so the Keras peer runs
+    assert keras["flaxdigits_ratio"] == pytest.approx(
+        ours["samples_per_second_median"] / keras["samples_per_second_median"])
+    assert "torch" in rows["torch"]["missing"]  # reported, not crashed on
+    assert len(report["startup"]["cold"]) == 1
+    variants = {r.get("variant") for r in report["inference"] if r["runtime"].startswith("lite")}
+    assert variants == {"none", "float16", "dynamic", "int8"}
+    assert all(r["image_seconds"] > 0 for r in report["inference"])
+    table = capsys.readouterr().out
+    assert "| mlp | flaxdigits | 256 |" in table and "| mlp | torch | 256 | not installed" in table
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cnn_rows_have_no_peers(mnist_dir):
+    report = bench.main(["--data-dir", str(mnist_dir), "--models", "cnn", "--n-train", "1024",
+                         "--epochs", "2", "--batch-sizes", "128", "--starts", "0",
+                         "--no-inference"])
+    (row,) = report["training"]
+    assert row["framework"] == "flaxdigits" and row["loop"] == "step"
+    assert row["samples_per_second_median"] > 0
+
+
+def test_runner_needs_the_data_folder(monkeypatch, capsys):
+    monkeypatch.delenv("FLAXDIGITS_DATA_DIR", raising=False)
+    with pytest.raises(SystemExit):
+        bench.main(["--quick"])
+    assert "pass --data-dir" in capsys.readouterr().err

@@ -1,0 +1,320 @@
+"""flaxdigits benchmarks: training throughput beside Keras and PyTorch, start-up, inference latency.
+
+    flaxdigits bench [--quick] [--models mlp cnn] [--batch-sizes 32 128 1024 ...]
+        [--peers keras torch] [--epochs 4] [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
+    (or: python benchmarks/bench.py ...)
+
+Every (model, batch size, framework) row trains in a fresh process (benchmarks/workers/) on the
+same IDX data with the seed recipe (Adam 1e-3, pixels / 255): steady-state samples/s is the
+median over the epochs after the first (min..max beside it), the first epoch includes compiling
+or tracing, start -> first step times the process from launch to its first finished training
+step, and peak memory is the process's peak RSS (and the device's peak on a GPU). The peers are
+optional: a framework that is not installed is reported in the table, not crashed on. Rows show
+flaxdigits / peer ratios, since absolute times drift on shared machines. Then it times inference
+per image and per 1,000 images in JAX and, where TensorFlow and ai-edge-litert are installed, in
+LiteRT (one thread, batch 1, every quantization). Needs only jax/flax/optax/numpy: on a GPU
+machine without TensorFlow the Keras and LiteRT parts say they were skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKERS = Path(__file__).resolve().parent / "workers"
+sys.path.insert(0, str(ROOT))
+
+FRAMEWORKS = {"flaxdigits": "flaxdigits_train.py", "keras": "keras_seed.py",
+              "torch": "torch_mlp.py"}
+INSTALL = {"keras": "pip install tensorflow-cpu", "torch": "pip install torch"}
+WORKER_TIMEOUT = 3600
+
+
+def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epochs: int,
+               n_train: int | None = None, threads: int = 0, cache: str = "") -> dict[str, Any]:
+    """Train in a fresh process; its measurements plus seconds from launch to the first step."""
+    cmd = [sys.executable, str(WORKERS / FRAMEWORKS[framework]), data_dir, model,
+           str(batch_size), str(epochs), "--threads", str(threads), "--cache", cache]
+    if n_train:
+        cmd += ["--n-train", str(n_train)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p]))
+    row: dict[str, Any] = {"model": model, "framework": framework, "batch_size": batch_size}
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        first_step, result = None, None
+        try:
+            for line in proc.stdout:
+                if line.strip() == "first-step" and first_step is None:
+                    first_step = time.perf_counter() - t0
+                elif line.startswith("{"):
+                    result = json.loads(line)
+            proc.wait(timeout=WORKER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        err.seek(0)
+        stderr = err.read().strip().splitlines()
+    if result is None or proc.returncode != 0:
+        row["error"] = stderr[-1] if stderr else f"exit status {proc.returncode}"
+        return row
+    row.update(result, first_step_seconds=first_step)
+    if "epoch_seconds" in result:
+        rates = [result["samples_per_epoch"] / s for s in result["epoch_seconds"]]
+        steady = rates[1:] or rates
+        row.update(samples_per_second_median=statistics.median(steady),
+                   samples_per_second_min=min(steady), samples_per_second_max=max(steady),
+                   first_epoch_seconds=result["epoch_seconds"][0]
+                   + (result.get("compile_seconds") or 0.0))
+    return row
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """flaxdigits samples/s over each peer's, in the peer's row."""
+    ours = {(r["model"], r["batch_size"]): r.get("samples_per_second_median")
+            for r in rows if r["framework"] == "flaxdigits"}
+    for r in rows:
+        mine = ours.get((r["model"], r["batch_size"]))
+        if r["framework"] != "flaxdigits" and mine and r.get("samples_per_second_median"):
+            r["flaxdigits_ratio"] = mine / r["samples_per_second_median"]
+
+
+def _median_seconds(fn, reps: int) -> float:
+    fn()  # compile / allocate first
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def inference_latency(data, models: list[str], reps: int) -> list[dict[str, Any]]:
+    """Median seconds per image and per 1,000 images, in JAX and (when installed) LiteRT."""
+    import jax
+
+    from flaxdigits.inference import Classifier
+    from flaxdigits.models import ModelConfig
+    from flaxdigits.training import TrainConfig, create_state
+
+    one, thousand = data.test_images[:1], data.test_images[:1000]
+    rows = []
+    for kind in models:
+        config = TrainConfig(model=ModelConfig(kind=kind))
+        model = Classifier(config.model, create_state(config).params)  # timing needs no training
+        rows.append({"model": kind, "runtime": f"jax ({jax.default_backend()})",
+                     "variant": "float32",
+                     "image_seconds": _median_seconds(lambda: model.predict(one), reps),
+                     "thousand_seconds": _median_seconds(lambda: model.predict(thousand),
+                                                         max(3, reps // 20))})
+        missing = [m for m in ("tensorflow", "ai_edge_litert") if not importlib.util.find_spec(m)]
+        if missing:
+            rows.append({"model": kind, "runtime": "litert",
+                         "skipped": f"{' and '.join(missing)} not installed"})
+            continue
+        from flaxdigits.export import QUANTIZE, calibration_images, export_tflite
+        from flaxdigits.litert import LiteRTClassifier
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for quantize in QUANTIZE:
+                path = Path(tmp) / f"{kind}-{quantize}.tflite"
+                export_tflite(model, path, quantize,
+                              calibration=calibration_images(data.train_images, 200))
+                lite = LiteRTClassifier.load(path)
+                x = one.astype("float32").reshape(1, 28, 28, 1)
+                rows.append({"model": kind, "runtime": "litert (1 thread, batch 1)",
+                             "variant": quantize, "bytes": path.stat().st_size,
+                             "image_seconds": _median_seconds(lambda: lite.invoke(x), reps),
+                             "thousand_seconds": _median_seconds(lambda: lite.predict(thousand),
+                                                                 max(3, reps // 100))})
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers were taken: processor, device, versions, load."""
+    import jax
+
+    versions = {"python": platform.python_version(), "jax": jax.__version__}
+    for name in ("flax", "optax", "numpy", "tensorflow", "keras", "torch", "ai_edge_litert"):
+        if importlib.util.find_spec(name):
+            try:
+                from importlib.metadata import version
+
+                versions[name] = version({"ai_edge_litert": "ai-edge-litert"}.get(name, name))
+            except Exception:  # a module without distribution metadata
+                pass
+    return {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+            "versions": versions, "loadavg_start": os.getloadavg()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown tables."""
+    m = report["machine"]
+    lines = [f"{m['processor']}, {m['cpus']} CPUs, backend {m['backend']} "
+             f"({', '.join(m['devices'])}); load average "
+             f"{' '.join(f'{x:.2f}' for x in m['loadavg_start'])} at start, "
+             f"{' '.join(f'{x:.2f}' for x in m['loadavg_end'])} at the end", "",
+             "| model | framework | batch | samples/s (median) | min .. max | flaxdigits × "
+             "| first epoch s | start → first step s | peak RSS MiB | test acc |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["training"]:
+        head = f"| {r['model']} | {r['framework']} | {r['batch_size']} |"
+        if "missing" in r or "error" in r:
+            why = (f"not installed ({INSTALL.get(r['framework'], '')}): {r['missing']}"
+                   if "missing" in r else f"failed: {r['error']}")
+            lines.append(f"{head} {why} | | | | | | |")
+            continue
+        if "samples_per_second_median" not in r:
+            continue
+        lines.append(
+            f"{head} {r['samples_per_second_median']:,.0f} | {r['samples_per_second_min']:,.0f}"
+            f" .. {r['samples_per_second_max']:,.0f} | "
+            f"{_num(r.get('flaxdigits_ratio'), '.2f')} | {r['first_epoch_seconds']:.2f} | "
+            f"{_num(r['first_step_seconds'], '.2f')} | {r['peak_rss_mb']:,.0f} | "
+            f"{r['test_accuracy']:.2%} |")
+    startup = report.get("startup")
+    if startup:
+        lines += ["", "flaxdigits MLP, process start to first finished training step: "
+                  + "; ".join(f"{k} {', '.join(f'{s:.2f}' for s in v)} s"
+                              for k, v in startup.items())]
+    if report.get("inference"):
+        lines += ["", "| model | runtime | variant | file KiB | per image µs | 1,000 images ms |",
+                  "|---|---|---|---:|---:|---:|"]
+        for r in report["inference"]:
+            if "skipped" in r:
+                lines.append(f"| {r['model']} | {r['runtime']} | skipped: {r['skipped']} | | | |")
+                continue
+            size = _num(r["bytes"] / 1024 if "bytes" in r else None, ",.0f")
+            lines.append(f"| {r['model']} | {r['runtime']} | {r['variant']} | {size} | "
+                         f"{r['image_seconds'] * 1e6:,.0f} | {r['thousand_seconds'] * 1e3:,.1f} |")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    """Samples/s against batch size, one line per framework and model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for r in report["training"]:
+        if "samples_per_second_median" in r:
+            series.setdefault((r["framework"], r["model"]), []).append(
+                (r["batch_size"], r["samples_per_second_median"]))
+    for (framework, model), points in sorted(series.items()):
+        points.sort()
+        ax.plot(*zip(*points), marker="o", label=f"{framework} ({model})")
+    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="training samples/s",
+           title=f"Training throughput, {report['machine']['backend']}")
+    ax.legend()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The runner's arguments."""
+    ap = argparse.ArgumentParser(prog="flaxdigits bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a short run: 2 epochs of 15,000 "
+                    "images, fewer timing repeats, the MLP unless --models says otherwise")
+    ap.add_argument("--models", nargs="+", choices=["mlp", "cnn"])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--peers", nargs="*", choices=["keras", "torch"], default=["keras", "torch"],
+                    help="frameworks to compare with (MLP rows only; default: both)")
+    ap.add_argument("--epochs", type=int, help="epochs per row: the first is reported apart, "
+                    "the rest are steady state (default: 4; --quick: 2)")
+    ap.add_argument("--n-train", type=int, help="train on the first N images (default: all "
+                    "60,000; --quick: 15,000)")
+    ap.add_argument("--torch-threads", type=int, default=1, help="PyTorch's intra-op threads on "
+                    "CPU (default 1: with 2 it collapsed ~10x whenever the machine was busy)")
+    ap.add_argument("--starts", type=int, default=3, help="extra fresh processes timed to the "
+                    "first step, without and with the compilation cache (default: 3)")
+    ap.add_argument("--no-inference", dest="inference", action="store_false",
+                    help="skip the inference latency tables")
+    ap.add_argument("--data-dir", default=os.environ.get("FLAXDIGITS_DATA_DIR"),
+                    help="folder with the official IDX files (default: $FLAXDIGITS_DATA_DIR)")
+    ap.add_argument("--json", metavar="OUT", help="write the raw numbers here")
+    ap.add_argument("--plot", metavar="OUT.png", help="draw samples/s against batch size")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks, print Markdown tables, write JSON and plot if asked."""
+    ap = parser()
+    args = ap.parse_args(argv)
+    if not args.data_dir:
+        ap.error("the benchmarks read the MNIST IDX files: pass --data-dir DIR or set "
+                 "FLAXDIGITS_DATA_DIR")
+    if any(b < 1 for b in args.batch_sizes):
+        ap.error("batch sizes must be positive")
+    models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])
+    epochs = args.epochs or (2 if args.quick else 4)
+    n_train = args.n_train or (15_000 if args.quick else None)
+    reps = 50 if args.quick else 500
+
+    from flaxdigits.data import load_idx
+
+    data = load_idx(args.data_dir)  # verifies the files before any worker starts
+    report: dict[str, Any] = {"machine": machine(), "epochs": epochs,
+                              "n_train": n_train or len(data.train_images), "training": []}
+    for model in models:
+        for batch in args.batch_sizes:
+            for framework in ["flaxdigits"] + (args.peers if model == "mlp" else []):
+                threads = args.torch_threads if framework == "torch" else 0
+                row = run_worker(framework, args.data_dir, model, batch, epochs, n_train,
+                                 threads)
+                report["training"].append(row)
+                rate = row.get("samples_per_second_median")
+                print(f"{model} {framework} batch {batch}: " + (
+                    f"{rate:,.0f} samples/s" if rate else row.get("missing") or row.get("error")),
+                    file=sys.stderr, flush=True)
+    add_ratios(report["training"])
+    if args.starts:
+        with tempfile.TemporaryDirectory() as cache:
+            cold = [run_worker("flaxdigits", args.data_dir, "mlp", 32, 0)["first_step_seconds"]
+                    for _ in range(args.starts)]
+            run_worker("flaxdigits", args.data_dir, "mlp", 32, 0, cache=cache)  # fills it
+            cached = [run_worker("flaxdigits", args.data_dir, "mlp", 32, 0, cache=cache)
+                      ["first_step_seconds"] for _ in range(args.starts)]
+        report["startup"] = {"cold": cold, "compilation cache (as the CLI)": cached}
+    if args.inference:
+        report["inference"] = inference_latency(data, models, reps)
+    report["machine"]["loadavg_end"] = os.getloadavg()
+
+    print(markdown(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.plot:
+        plot(report, args.plot)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""flaxdigits worker: the library's own training loop (`train`), cold start included."""
+
+import common
+
+args = common.parse_args()
+
+import jax  # noqa: E402
+
+from flaxdigits.models import ModelConfig  # noqa: E402
+from flaxdigits.training import (TrainConfig, create_state, enable_compilation_cache,  # noqa: E402
+                                 train, train_step)
+
+if args.cache:
+    enable_compilation_cache(args.cache)
+data = common.load(args)
+config = TrainConfig(model=ModelConfig(kind=args.model), batch_size=args.batch_size,
+                     epochs=max(args.epochs, 1))
+# A user's first step: one jitted step on the first batch, compiled from scratch.
+state = create_state(config)
+x = data.train_images[:config.batch_size].reshape(config.batch_size, 784)
+jax.block_until_ready(jax.jit(train_step)(state, (x, data.train_labels[:config.batch_size])))
+common.first_step()
+if args.epochs == 0:
+    common.report({"framework": "flaxdigits"})
+    raise SystemExit
+
+result = train(config, data)
+device = jax.devices()[0]
+stats = device.memory_stats() or {}
+common.report({
+    "framework": "flaxdigits",
+    "version": f"jax {jax.__version__}",
+    "device": f"{device.platform}: {device.device_kind}",
+    "loop": config.resolved_loop(),
+    "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size,
+    "epoch_seconds": [h["seconds"] for h in result.history],
+    "compile_seconds": result.compile_seconds,
+    "test_accuracy": result.test_accuracy,
+    "peak_rss_mb": common.peak_rss_mb(),
+    "device_peak_mb": stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats
+    else None,
+})
