@@ -100,44 +100,60 @@ def _median_seconds(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def inference_latency(data, models: list[str], reps: int) -> list[dict[str, Any]]:
-    """Median seconds per image and per 1,000 images, in JAX and (when installed) LiteRT."""
-    import jax
-
+def untrained(kind: str):
+    """A freshly initialised `Classifier` of `kind`: timing needs no training."""
     from flaxdigits.inference import Classifier
     from flaxdigits.models import ModelConfig
     from flaxdigits.training import TrainConfig, create_state
 
+    config = TrainConfig(model=ModelConfig(kind=kind))
+    return Classifier(config.model, create_state(config).params)
+
+
+def inference(data, models: dict[str, Any], reps: int, score: bool) -> list[dict[str, Any]]:
+    """Median seconds per image and per 1,000 images in JAX and (when installed) in LiteRT for
+    every quantization; with `score`, also test accuracy and agreement with JAX on all test
+    images."""
+    import jax
+    import numpy as np
+
     one, thousand = data.test_images[:1], data.test_images[:1000]
     rows = []
-    for kind in models:
-        config = TrainConfig(model=ModelConfig(kind=kind))
-        model = Classifier(config.model, create_state(config).params)  # timing needs no training
-        rows.append({"model": kind, "runtime": f"jax ({jax.default_backend()})",
-                     "variant": "float32",
-                     "image_seconds": _median_seconds(lambda: model.predict(one), reps),
-                     "thousand_seconds": _median_seconds(lambda: model.predict(thousand),
-                                                         max(3, reps // 20))})
+    for name, model in models.items():
+        row = {"model": name, "runtime": f"jax ({jax.default_backend()})", "variant": "float32",
+               "image_seconds": _median_seconds(lambda: model.predict(one), reps),
+               "thousand_seconds": _median_seconds(lambda: model.predict(thousand),
+                                                   max(3, reps // 20))}
+        rows.append(row)
+        if score:
+            expected = model.predict(data.test_images)
+            row["test_accuracy"] = float(np.mean(expected.argmax(1) == data.test_labels))
         missing = [m for m in ("tensorflow", "ai_edge_litert") if not importlib.util.find_spec(m)]
         if missing:
-            rows.append({"model": kind, "runtime": "litert",
+            rows.append({"model": name, "runtime": "litert",
                          "skipped": f"{' and '.join(missing)} not installed"})
             continue
         from flaxdigits.export import QUANTIZE, calibration_images, export_tflite
         from flaxdigits.litert import LiteRTClassifier
 
+        calibration = calibration_images(data.train_images)
         with tempfile.TemporaryDirectory() as tmp:
             for quantize in QUANTIZE:
-                path = Path(tmp) / f"{kind}-{quantize}.tflite"
-                export_tflite(model, path, quantize,
-                              calibration=calibration_images(data.train_images, 200))
+                path = Path(tmp) / f"{quantize}.tflite"
+                export_tflite(model, path, quantize, calibration=calibration)
                 lite = LiteRTClassifier.load(path)
                 x = one.astype("float32").reshape(1, 28, 28, 1)
-                rows.append({"model": kind, "runtime": "litert (1 thread, batch 1)",
-                             "variant": quantize, "bytes": path.stat().st_size,
-                             "image_seconds": _median_seconds(lambda: lite.invoke(x), reps),
-                             "thousand_seconds": _median_seconds(lambda: lite.predict(thousand),
-                                                                 max(3, reps // 100))})
+                row = {"model": name, "runtime": "litert (1 thread, batch 1)",
+                       "variant": quantize, "bytes": path.stat().st_size,
+                       "image_seconds": _median_seconds(lambda: lite.invoke(x), reps),
+                       "thousand_seconds": _median_seconds(lambda: lite.predict(thousand),
+                                                           max(3, reps // 100))}
+                if score:
+                    probs = lite.predict(data.test_images)
+                    row.update(test_accuracy=float(np.mean(probs.argmax(1) == data.test_labels)),
+                               agreement=float(np.mean(probs.argmax(1) == expected.argmax(1))),
+                               max_probability_difference=float(np.abs(probs - expected).max()))
+                rows.append(row)
     return rows
 
 
@@ -204,14 +220,18 @@ def markdown(report: dict[str, Any]) -> str:
                   + "; ".join(f"{k} {', '.join(f'{s:.2f}' for s in v)} s"
                               for k, v in startup.items())]
     if report.get("inference"):
-        lines += ["", "| model | runtime | variant | file KiB | per image µs | 1,000 images ms |",
-                  "|---|---|---|---:|---:|---:|"]
+        lines += ["", "| model | runtime | variant | file KiB | test acc | agreement | max Δp "
+                  "| per image µs | 1,000 images ms |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in report["inference"]:
             if "skipped" in r:
-                lines.append(f"| {r['model']} | {r['runtime']} | skipped: {r['skipped']} | | | |")
+                lines.append(f"| {r['model']} | {r['runtime']} | skipped: {r['skipped']} "
+                             f"| | | | | | |")
                 continue
             size = _num(r["bytes"] / 1024 if "bytes" in r else None, ",.0f")
-            lines.append(f"| {r['model']} | {r['runtime']} | {r['variant']} | {size} | "
+            acc = _num(r.get("test_accuracy") and 100 * r["test_accuracy"], ".2f")
+            agree = _num(r.get("agreement") and 100 * r["agreement"], ".2f")
+            lines.append(f"| {r['model']} | {r['runtime']} | {r['variant']} | {size} | {acc} | "
+                         f"{agree} | {_num(r.get('max_probability_difference'), '.1e')} | "
                          f"{r['image_seconds'] * 1e6:,.0f} | {r['thousand_seconds'] * 1e3:,.1f} |")
     return "\n".join(lines)
 
@@ -254,10 +274,15 @@ def parser() -> argparse.ArgumentParser:
                     "60,000; --quick: 15,000)")
     ap.add_argument("--torch-threads", type=int, default=1, help="PyTorch's intra-op threads on "
                     "CPU (default 1: with 2 it collapsed ~10x whenever the machine was busy)")
-    ap.add_argument("--starts", type=int, default=3, help="extra fresh processes timed to the "
-                    "first step, without and with the compilation cache (default: 3)")
+    ap.add_argument("--starts", type=int, help="extra fresh processes timed to the first step, "
+                    "without and with the compilation cache (default: 3; --quick: 1)")
+    ap.add_argument("--no-training", dest="training", action="store_false",
+                    help="skip the training rows and start-up timings")
     ap.add_argument("--no-inference", dest="inference", action="store_false",
                     help="skip the inference latency tables")
+    ap.add_argument("--checkpoints", nargs="+", metavar="CKPT", help="time (and score on all "
+                    "test images) these trained models, exported in every quantization, instead "
+                    "of freshly initialised ones")
     ap.add_argument("--data-dir", default=os.environ.get("FLAXDIGITS_DATA_DIR"),
                     help="folder with the official IDX files (default: $FLAXDIGITS_DATA_DIR)")
     ap.add_argument("--json", metavar="OUT", help="write the raw numbers here")
@@ -278,13 +303,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs = args.epochs or (2 if args.quick else 4)
     n_train = args.n_train or (15_000 if args.quick else None)
     reps = 50 if args.quick else 500
+    starts = args.starts if args.starts is not None else (1 if args.quick else 3)
 
     from flaxdigits.data import load_idx
 
     data = load_idx(args.data_dir)  # verifies the files before any worker starts
     report: dict[str, Any] = {"machine": machine(), "epochs": epochs,
                               "n_train": n_train or len(data.train_images), "training": []}
-    for model in models:
+    for model in models if args.training else []:
         for batch in args.batch_sizes:
             for framework in ["flaxdigits"] + (args.peers if model == "mlp" else []):
                 threads = args.torch_threads if framework == "torch" else 0
@@ -296,16 +322,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"{rate:,.0f} samples/s" if rate else row.get("missing") or row.get("error")),
                     file=sys.stderr, flush=True)
     add_ratios(report["training"])
-    if args.starts:
+    if starts and args.training:
         with tempfile.TemporaryDirectory() as cache:
             cold = [run_worker("flaxdigits", args.data_dir, "mlp", 32, 0)["first_step_seconds"]
-                    for _ in range(args.starts)]
+                    for _ in range(starts)]
             run_worker("flaxdigits", args.data_dir, "mlp", 32, 0, cache=cache)  # fills it
             cached = [run_worker("flaxdigits", args.data_dir, "mlp", 32, 0, cache=cache)
-                      ["first_step_seconds"] for _ in range(args.starts)]
+                      ["first_step_seconds"] for _ in range(starts)]
         report["startup"] = {"cold": cold, "compilation cache (as the CLI)": cached}
     if args.inference:
-        report["inference"] = inference_latency(data, models, reps)
+        if args.checkpoints:
+            from flaxdigits.inference import Classifier
+
+            trained = {Path(p).stem: Classifier.load(p) for p in args.checkpoints}
+            report["inference"] = inference(data, trained, reps, score=True)
+        else:
+            report["inference"] = inference(data, {m: untrained(m) for m in models}, reps,
+                                            score=False)
     report["machine"]["loadavg_end"] = os.getloadavg()
 
     print(markdown(report))
