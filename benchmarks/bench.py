@@ -71,12 +71,31 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
         return row
     row.update(result, first_step_seconds=first_step)
     if "epoch_seconds" in result:
-        rates = [result["samples_per_epoch"] / s for s in result["epoch_seconds"]]
-        steady = rates[1:] or rates
-        row.update(samples_per_second_median=statistics.median(steady),
-                   samples_per_second_min=min(steady), samples_per_second_max=max(steady),
-                   first_epoch_seconds=result["epoch_seconds"][0]
-                   + (result.get("compile_seconds") or 0.0))
+        row["samples_per_second"] = [result["samples_per_epoch"] / s
+                                     for s in result["epoch_seconds"]]
+        row["first_epoch_seconds"] = (result["epoch_seconds"][0]
+                                      + (result.get("compile_seconds") or 0.0))
+    return row
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from repeated runs of a worker: steady-state samples/s over the epochs
+    after the first of every run (median, min, max); medians of the one-off times."""
+    failed = [r for r in runs if "samples_per_second" not in r]
+    if failed:
+        return failed[0]
+    steady = [x for r in runs for x in (r["samples_per_second"][1:] or r["samples_per_second"])]
+    row = {k: v for k, v in runs[0].items() if k not in ("epoch_seconds", "samples_per_second")}
+    row.update(
+        repeats=len(runs),
+        samples_per_second_median=statistics.median(steady),
+        samples_per_second_min=min(steady), samples_per_second_max=max(steady),
+        first_epoch_seconds=statistics.median(r["first_epoch_seconds"] for r in runs),
+        first_step_seconds=statistics.median(r["first_step_seconds"] for r in runs),
+        peak_rss_mb=max(r["peak_rss_mb"] for r in runs),
+        test_accuracy=statistics.median(r["test_accuracy"] for r in runs),
+        runs=[{k: r[k] for k in ("epoch_seconds", "samples_per_second", "first_step_seconds",
+                                 "first_epoch_seconds", "test_accuracy")} for r in runs])
     return row
 
 
@@ -195,10 +214,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"{m['processor']}, {m['cpus']} CPUs, backend {m['backend']} "
              f"({', '.join(m['devices'])}); load average "
              f"{' '.join(f'{x:.2f}' for x in m['loadavg_start'])} at start, "
-             f"{' '.join(f'{x:.2f}' for x in m['loadavg_end'])} at the end", "",
-             "| model | framework | batch | samples/s (median) | min .. max | flaxdigits × "
-             "| first epoch s | start → first step s | peak RSS MiB | test acc |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{' '.join(f'{x:.2f}' for x in m['loadavg_end'])} at the end"]
+    if report["training"]:
+        lines += ["", "| model | framework | batch | samples/s (median) | min .. max "
+                  "| flaxdigits × | first epoch s | start → first step s | peak RSS MiB "
+                  "| test acc |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["training"]:
         head = f"| {r['model']} | {r['framework']} | {r['batch_size']} |"
         if "missing" in r or "error" in r:
@@ -243,18 +263,25 @@ def plot(report: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.2, 4.2), layout="constrained")
     series: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for r in report["training"]:
         if "samples_per_second_median" in r:
             series.setdefault((r["framework"], r["model"]), []).append(
                 (r["batch_size"], r["samples_per_second_median"]))
+    colors = {"flaxdigits": "tab:blue", "keras": "tab:red", "torch": "tab:orange"}
     for (framework, model), points in sorted(series.items()):
         points.sort()
-        ax.plot(*zip(*points), marker="o", label=f"{framework} ({model})")
+        ax.plot(*zip(*points), marker="o" if model == "mlp" else "s", color=colors[framework],
+                linestyle="-" if model == "mlp" else "--", label=f"{framework}, {model}")
+    sizes = sorted({r["batch_size"] for r in report["training"]})
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="training samples/s",
-           title=f"Training throughput, {report['machine']['backend']}")
-    ax.legend()
+           title=f"Training throughput ({report['machine']['backend']}, "
+                 f"{report['machine']['processor']})")
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right center")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -270,10 +297,13 @@ def parser() -> argparse.ArgumentParser:
                     help="frameworks to compare with (MLP rows only; default: both)")
     ap.add_argument("--epochs", type=int, help="epochs per row: the first is reported apart, "
                     "the rest are steady state (default: 4; --quick: 2)")
+    ap.add_argument("--repeats", type=int, default=1, help="run every row this many times, "
+                    "round robin, and pool their epochs (default: 1)")
     ap.add_argument("--n-train", type=int, help="train on the first N images (default: all "
                     "60,000; --quick: 15,000)")
-    ap.add_argument("--torch-threads", type=int, default=1, help="PyTorch's intra-op threads on "
-                    "CPU (default 1: with 2 it collapsed ~10x whenever the machine was busy)")
+    ap.add_argument("--torch-threads", type=int, default=0, help="PyTorch's intra-op threads "
+                    "(default 0: PyTorch's own choice, fastest on a quiet machine; 1 is steadier "
+                    "on a busy one, where 2 threads collapsed ~10x)")
     ap.add_argument("--starts", type=int, help="extra fresh processes timed to the first step, "
                     "without and with the compilation cache (default: 3; --quick: 1)")
     ap.add_argument("--no-training", dest="training", action="store_false",
@@ -297,8 +327,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.data_dir:
         ap.error("the benchmarks read the MNIST IDX files: pass --data-dir DIR or set "
                  "FLAXDIGITS_DATA_DIR")
-    if any(b < 1 for b in args.batch_sizes):
-        ap.error("batch sizes must be positive")
+    if any(b < 1 for b in args.batch_sizes) or args.repeats < 1:
+        ap.error("batch sizes and --repeats must be positive")
     models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])
     epochs = args.epochs or (2 if args.quick else 4)
     n_train = args.n_train or (15_000 if args.quick else None)
@@ -310,17 +340,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = load_idx(args.data_dir)  # verifies the files before any worker starts
     report: dict[str, Any] = {"machine": machine(), "epochs": epochs,
                               "n_train": n_train or len(data.train_images), "training": []}
-    for model in models if args.training else []:
-        for batch in args.batch_sizes:
-            for framework in ["flaxdigits"] + (args.peers if model == "mlp" else []):
-                threads = args.torch_threads if framework == "torch" else 0
-                row = run_worker(framework, args.data_dir, model, batch, epochs, n_train,
-                                 threads)
-                report["training"].append(row)
-                rate = row.get("samples_per_second_median")
-                print(f"{model} {framework} batch {batch}: " + (
-                    f"{rate:,.0f} samples/s" if rate else row.get("missing") or row.get("error")),
-                    file=sys.stderr, flush=True)
+    rows = [(model, batch, framework) for model in (models if args.training else [])
+            for batch in args.batch_sizes
+            for framework in ["flaxdigits"] + (args.peers if model == "mlp" else [])]
+    runs: dict[tuple[str, int, str], list[dict[str, Any]]] = {key: [] for key in rows}
+    # Round robin over the rows, so that drift in the machine's load spreads over all of them.
+    for _ in range(args.repeats):
+        for model, batch, framework in rows:
+            if runs[model, batch, framework][-1:] and \
+                    "samples_per_second" not in runs[model, batch, framework][-1]:
+                continue  # missing or broken: no point repeating it
+            threads = args.torch_threads if framework == "torch" else 0
+            run = run_worker(framework, args.data_dir, model, batch, epochs, n_train, threads)
+            runs[model, batch, framework].append(run)
+            rates = run.get("samples_per_second")
+            print(f"{model} {framework} batch {batch}: " + (
+                f"{statistics.median(rates[1:] or rates):,.0f} samples/s" if rates
+                else run.get("missing") or run.get("error")), file=sys.stderr, flush=True)
+    report["training"] = [combine(v) for v in runs.values()]
     add_ratios(report["training"])
     if starts and args.training:
         with tempfile.TemporaryDirectory() as cache:

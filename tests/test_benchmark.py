@@ -25,8 +25,8 @@ def no_torch(tmp_path, monkeypatch):
 
 def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    assert cli(["bench", "--data-dir", str(mnist_dir), "--models", "mlp", *SMALL,
-                "--peers", "keras", "torch", "--json", str(out), "--plot", str(png)]) == 0
+    assert cli(["bench", "--data-dir", str(mnist_dir), "--models", "mlp", *SMALL, "--repeats",
+                "2", "--peers", "keras", "torch", "--json", str(out), "--plot", str(png)]) == 0
     report = json.loads(out.read_text())
     assert {"processor", "backend", "devices", "versions", "loadavg_start", "loadavg_end"} \
         <= set(report["machine"])
@@ -36,7 +36,10 @@ def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch
     assert ours["model"] == "mlp" and ours["batch_size"] == 256 and ours["loop"] == "scan"
     assert ours["samples_per_second_min"] <= ours["samples_per_second_median"] \
         <= ours["samples_per_second_max"]
-    assert len(ours["epoch_seconds"]) == 2 and ours["first_step_seconds"] > 0
+    assert ours["repeats"] == 2 and [len(r["epoch_seconds"]) for r in ours["runs"]] == [2, 2]
+    steady = [r["samples_per_second"][1] for r in ours["runs"]]  # the first epochs compile
+    assert ours["samples_per_second_median"] == pytest.approx(sum(steady) / 2)
+    assert ours["first_step_seconds"] > 0
     assert ours["peak_rss_mb"] > 0 and 0 < ours["test_accuracy"] <= 1
     keras = rows["keras"]  # TensorFlow is a dependency, so the Keras peer runs
     assert keras["flaxdigits_ratio"] == pytest.approx(

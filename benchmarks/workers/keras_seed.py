@@ -23,7 +23,7 @@ if args.threads:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
 data = common.load(args)
-x_train, x_test = data.train_images / 255.0, data.test_images / 255.0
+x_train, x_test = data.train_images / 255.0, data.test_images / 255.0  # as the tutorial
 model = keras.Sequential([
     keras.Input((28, 28)),
     keras.layers.Flatten(),
@@ -35,32 +35,31 @@ model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_cr
 
 
 class Timer(keras.callbacks.Callback):
-    """Per-epoch wall time, and the first-step signal."""
+    """Per-epoch wall time. Epoch hooks only: a per-batch hook makes Keras sync every step."""
 
     def __init__(self):
         super().__init__()
-        self.seconds, self.first = [], True
+        self.seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.first:
-            self.first = False
-            common.first_step()
-            if args.epochs == 0:
-                self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self.t0)
 
 
-timer = Timer()
-model.fit(x_train, data.train_labels, batch_size=args.batch_size, epochs=max(args.epochs, 1),
-          verbose=0, callbacks=[timer])
+# The first step as its own one-batch fit: it traces the train function, which later fits reuse.
+t0 = time.perf_counter()
+model.fit(x_train[:args.batch_size], data.train_labels[:args.batch_size],
+          batch_size=args.batch_size, epochs=1, verbose=0)
+trace_seconds = time.perf_counter() - t0
+common.first_step()
 if args.epochs == 0:
     common.report({"framework": "keras"})
     raise SystemExit
+timer = Timer()
+model.fit(x_train, data.train_labels, batch_size=args.batch_size, epochs=args.epochs,
+          verbose=0, callbacks=[timer])
 _, accuracy = model.evaluate(x_test, data.test_labels, batch_size=1000, verbose=0)
 common.report({
     "framework": "keras",
@@ -68,7 +67,7 @@ common.report({
     "device": "gpu" if tf.config.list_physical_devices("GPU") else "cpu",
     "samples_per_epoch": len(x_train),
     "epoch_seconds": timer.seconds,
-    "compile_seconds": None,
+    "compile_seconds": trace_seconds,
     "test_accuracy": accuracy,
     "peak_rss_mb": common.peak_rss_mb(),
     "device_peak_mb": None,
