@@ -31,7 +31,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/flaxdigits bench
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

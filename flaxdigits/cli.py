@@ -294,8 +294,7 @@ def cmd_export(args) -> dict[str, Any]:
         raise InputError(f"--batch must be at least 1, got {args.batch}")
     model = Classifier.load(args.model)
     suffix = "" if args.quantize == "none" else f"-{args.quantize}"
-    out = args.out or str(Path(args.model).with_suffix("").with_name(
-        Path(args.model).stem + suffix + ".tflite"))
+    out = args.out or Path(args.model).with_name(f"{Path(args.model).stem}{suffix}.tflite")
     calibration = None
     if args.quantize == "int8":
         calibration = calibration_images(_load(args).train_images)

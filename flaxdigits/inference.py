@@ -97,7 +97,7 @@ def predict_logits(module, params, pixels: np.ndarray, probabilities: bool = Fal
         np.asarray(_outputs(module, params, _pad(pixels[a:b], size), probabilities))[: b - a]
         for a, b, size in _chunks(len(pixels))
     ]
-    return out[0] if len(out) == 1 else np.concatenate(out)
+    return np.concatenate(out)
 
 
 def evaluate_pixels(module, params, pixels: np.ndarray, labels: np.ndarray) -> dict[str, float]:

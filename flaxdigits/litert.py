@@ -120,6 +120,7 @@ class LiteRTClassifier:
 
     def __init__(self, blob: bytes, meta: dict[str, Any], name: str = "model",
                  num_threads: int = 1):
+        _schema()  # a clear error if ai-edge-litert is missing
         from ai_edge_litert.interpreter import Interpreter
 
         self.meta, self.name = meta, name

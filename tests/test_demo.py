@@ -3,7 +3,6 @@
 import concurrent.futures
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
