@@ -7,9 +7,12 @@ argument errors answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Any, Sequence
 
 from flaxdigits.errors import FlaxdigitsError
@@ -179,8 +182,11 @@ def cmd_train(args) -> dict[str, Any]:
             if run.test_accuracy > best:
                 best = run.test_accuracy
                 save_result(best_path(out), run)
+        if stop:
+            raise KeyboardInterrupt
 
-    with Progress(config.epochs, enabled=not args.json and sys.stderr.isatty()) as progress:
+    with Progress(config.epochs, enabled=not args.json and sys.stderr.isatty()) as progress, \
+            _stop_after_epoch() as stop:
         try:
             result = train(config, data, on_epoch=on_epoch, resume=resume)
         except KeyboardInterrupt:
@@ -209,6 +215,32 @@ def cmd_train(args) -> dict[str, Any]:
         if out:
             print(f"checkpoint: {out}")
     return summary
+
+
+@contextlib.contextmanager
+def _stop_after_epoch():
+    """The first Ctrl-C asks training to stop once the running epoch is saved; a second one
+    stops at once.
+
+    A flag rather than Python's KeyboardInterrupt: that exception is swallowed ("Exception
+    ignored") when the signal lands while a destructor or callback runs, and training went on.
+    """
+    requested: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(True)
+        print("\nstopping after this epoch (Ctrl-C again to stop now)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def cmd_evaluate(args) -> dict[str, Any]:
