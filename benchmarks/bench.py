@@ -48,8 +48,7 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
            str(batch_size), str(epochs), "--threads", str(threads), "--cache", cache]
     if n_train:
         cmd += ["--n-train", str(n_train)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p]))
+    env = _worker_env()
     row: dict[str, Any] = {"model": model, "framework": framework, "batch_size": batch_size}
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
@@ -76,6 +75,26 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
         row["first_epoch_seconds"] = (result["epoch_seconds"][0]
                                       + (result.get("compile_seconds") or 0.0))
     return row
+
+
+def time_to_accuracy(data_dir: str, recipe: str, target: float,
+                     n_train: int | None = None) -> dict[str, Any]:
+    """Train `recipe` in a fresh process until its test accuracy reaches `target`."""
+    cmd = [sys.executable, str(WORKERS / "flaxdigits_time_to.py"), data_dir, recipe,
+           str(target)] + (["--n-train", str(n_train)] if n_train else [])
+    proc = subprocess.run(cmd, env=_worker_env(), capture_output=True, text=True,
+                          timeout=WORKER_TIMEOUT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()
+        return {"recipe": recipe, "target": target,
+                "error": tail[-1] if tail else f"exit status {proc.returncode}"}
+    return json.loads(lines[-1])
+
+
+def _worker_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p]))
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -234,6 +253,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_num(r.get('flaxdigits_ratio'), '.2f')} | {r['first_epoch_seconds']:.2f} | "
             f"{_num(r['first_step_seconds'], '.2f')} | {r['peak_rss_mb']:,.0f} | "
             f"{r['test_accuracy']:.2%} |")
+    for r in report.get("time_to_accuracy", []):
+        lines += ["", f"`{r['recipe']}` to {r['target']:.1%} test accuracy: " + (
+            f"failed: {r['error']}" if "error" in r else
+            f"{r['train_seconds']:.2f} s of training over {r['epochs']} epochs (+"
+            f"{r['compile_seconds']:.2f} s compile) on {r['device']}"
+            + ("" if r["reached"] else f", not reached (best {max(r['test_accuracy']):.2%})"))]
     startup = report.get("startup")
     if startup:
         lines += ["", "flaxdigits MLP, process start to first finished training step: "
@@ -306,6 +331,10 @@ def parser() -> argparse.ArgumentParser:
                     "on a busy one, where 2 threads collapsed ~10x)")
     ap.add_argument("--starts", type=int, help="extra fresh processes timed to the first step, "
                     "without and with the compilation cache (default: 3; --quick: 1)")
+    ap.add_argument("--time-to", type=float, metavar="ACC", help="also train --recipe until "
+                    "the test accuracy reaches ACC (e.g. 0.99) and report the time")
+    ap.add_argument("--recipe", default="cnn-fast", help="the recipe for --time-to "
+                    "(default: cnn-fast)")
     ap.add_argument("--no-training", dest="training", action="store_false",
                     help="skip the training rows and start-up timings")
     ap.add_argument("--no-inference", dest="inference", action="store_false",
@@ -367,6 +396,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cached = [run_worker("flaxdigits", args.data_dir, "mlp", 32, 0, cache=cache)
                       ["first_step_seconds"] for _ in range(starts)]
         report["startup"] = {"cold": cold, "compilation cache (as the CLI)": cached}
+    if args.time_to:
+        row = time_to_accuracy(args.data_dir, args.recipe, args.time_to, args.n_train)
+        report["time_to_accuracy"] = [row]
     if args.inference:
         if args.checkpoints:
             from flaxdigits.inference import Classifier

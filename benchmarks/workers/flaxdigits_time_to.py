@@ -1,0 +1,55 @@
+"""flaxdigits worker for time to accuracy: train a recipe until the test accuracy reaches a target.
+
+    python flaxdigits_time_to.py DATA_DIR RECIPE TARGET [--n-train N]
+
+Reports the training seconds of the epochs up to the one that reached the target (compilation
+apart), or all of them if it never did.
+"""
+
+import argparse
+
+ap = argparse.ArgumentParser()
+ap.add_argument("data_dir")
+ap.add_argument("recipe")
+ap.add_argument("target", type=float)
+ap.add_argument("--n-train", type=int, default=None)
+args = ap.parse_args()
+
+import jax  # noqa: E402
+
+import common  # noqa: E402
+from flaxdigits.data import load_idx  # noqa: E402
+from flaxdigits.recipes import recipe  # noqa: E402
+from flaxdigits.training import train  # noqa: E402
+
+
+class Reached(Exception):
+    """Raised from the epoch callback to stop once the target is reached."""
+
+
+data = load_idx(args.data_dir).subset(args.n_train)
+config = recipe(args.recipe)
+runs = []
+
+
+def on_epoch(run):
+    runs.append(run)
+    if run.test_accuracy >= args.target:
+        raise Reached
+
+
+try:
+    train(config, data, on_epoch=on_epoch)
+except Reached:
+    pass
+run = runs[-1]
+common.report({
+    "framework": "flaxdigits",
+    "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+    "recipe": args.recipe, "target": args.target,
+    "reached": run.test_accuracy >= args.target,
+    "epochs": len(run.history),
+    "train_seconds": run.train_seconds,
+    "compile_seconds": run.compile_seconds,
+    "test_accuracy": [h["test_accuracy"] for h in run.history],
+})
