@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,17 +55,28 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
         first_step, result = None, None
+        timed_out = []
+
+        def kill():  # a hung worker fails its row instead of the whole run
+            timed_out.append(True)
+            proc.kill()
+
+        watchdog = threading.Timer(WORKER_TIMEOUT, kill)
+        watchdog.start()
         try:
             for line in proc.stdout:
                 if line.strip() == "first-step" and first_step is None:
                     first_step = time.perf_counter() - t0
                 elif line.startswith("{"):
                     result = json.loads(line)
-            proc.wait(timeout=WORKER_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            proc.wait()
+        finally:
+            watchdog.cancel()
         err.seek(0)
         stderr = err.read().strip().splitlines()
+    if timed_out:
+        row["error"] = f"no result within {WORKER_TIMEOUT} s"
+        return row
     if result is None or proc.returncode != 0:
         row["error"] = stderr[-1] if stderr else f"exit status {proc.returncode}"
         return row
