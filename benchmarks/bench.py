@@ -42,22 +42,19 @@ INSTALL = {"keras": "pip install tensorflow-cpu", "torch": "pip install torch"}
 WORKER_TIMEOUT = 3600
 
 
-def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epochs: int,
-               n_train: int | None = None, threads: int = 0, cache: str = "") -> dict[str, Any]:
-    """Train in a fresh process; its measurements plus seconds from launch to the first step."""
-    cmd = [sys.executable, str(WORKERS / FRAMEWORKS[framework]), data_dir, model,
-           str(batch_size), str(epochs), "--threads", str(threads), "--cache", cache]
-    if n_train:
-        cmd += ["--n-train", str(n_train)]
-    env = _worker_env()
-    row: dict[str, Any] = {"model": model, "framework": framework, "batch_size": batch_size}
+def launch(script: str, *args: str) -> tuple[dict[str, Any] | None, float | None, str | None]:
+    """Run a worker script in a fresh process: (its JSON result, seconds from launch to its
+    `first-step` line, error). A worker still running after WORKER_TIMEOUT is killed, so a
+    hung one fails its row instead of the whole run."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p]))
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        first_step, result = None, None
-        timed_out = []
+        proc = subprocess.Popen([sys.executable, str(WORKERS / script), *args], env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        first_step, result, timed_out = None, None, []
 
-        def kill():  # a hung worker fails its row instead of the whole run
+        def kill():
             timed_out.append(True)
             proc.kill()
 
@@ -75,10 +72,21 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
         err.seek(0)
         stderr = err.read().strip().splitlines()
     if timed_out:
-        row["error"] = f"no result within {WORKER_TIMEOUT} s"
-        return row
+        return None, first_step, f"no result within {WORKER_TIMEOUT} s"
     if result is None or proc.returncode != 0:
-        row["error"] = stderr[-1] if stderr else f"exit status {proc.returncode}"
+        return None, first_step, stderr[-1] if stderr else f"exit status {proc.returncode}"
+    return result, first_step, None
+
+
+def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epochs: int,
+               n_train: int | None = None, threads: int = 0, cache: str = "") -> dict[str, Any]:
+    """Train in a fresh process; its measurements plus seconds from launch to the first step."""
+    args = [data_dir, model, str(batch_size), str(epochs), "--threads", str(threads),
+            "--cache", cache] + (["--n-train", str(n_train)] if n_train else [])
+    result, first_step, error = launch(FRAMEWORKS[framework], *args)
+    row: dict[str, Any] = {"model": model, "framework": framework, "batch_size": batch_size}
+    if error:
+        row["error"] = error
         return row
     row.update(result, first_step_seconds=first_step)
     if "epoch_seconds" in result:
@@ -92,21 +100,9 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
 def time_to_accuracy(data_dir: str, recipe: str, target: float,
                      n_train: int | None = None) -> dict[str, Any]:
     """Train `recipe` in a fresh process until its test accuracy reaches `target`."""
-    cmd = [sys.executable, str(WORKERS / "flaxdigits_time_to.py"), data_dir, recipe,
-           str(target)] + (["--n-train", str(n_train)] if n_train else [])
-    proc = subprocess.run(cmd, env=_worker_env(), capture_output=True, text=True,
-                          timeout=WORKER_TIMEOUT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()
-        return {"recipe": recipe, "target": target,
-                "error": tail[-1] if tail else f"exit status {proc.returncode}"}
-    return json.loads(lines[-1])
-
-
-def _worker_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p]))
+    args = [data_dir, recipe, str(target)] + (["--n-train", str(n_train)] if n_train else [])
+    result, _, error = launch("flaxdigits_time_to.py", *args)
+    return result or {"recipe": recipe, "target": target, "error": error}
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -168,6 +164,13 @@ def inference(data, models: dict[str, Any], reps: int, score: bool) -> list[dict
     import numpy as np
 
     one, thousand = data.test_images[:1], data.test_images[:1000]
+    missing = [m for m in ("tensorflow", "ai_edge_litert") if not importlib.util.find_spec(m)]
+    if not missing:
+        from flaxdigits.export import QUANTIZE, calibration_images, export_tflite
+        from flaxdigits.litert import LiteRTClassifier
+
+        calibration = calibration_images(data.train_images)
+        x = one.astype("float32").reshape(1, 28, 28, 1)
     rows = []
     for name, model in models.items():
         row = {"model": name, "runtime": f"jax ({jax.default_backend()})", "variant": "float32",
@@ -178,21 +181,15 @@ def inference(data, models: dict[str, Any], reps: int, score: bool) -> list[dict
         if score:
             expected = model.predict(data.test_images)
             row["test_accuracy"] = float(np.mean(expected.argmax(1) == data.test_labels))
-        missing = [m for m in ("tensorflow", "ai_edge_litert") if not importlib.util.find_spec(m)]
         if missing:
             rows.append({"model": name, "runtime": "litert",
                          "skipped": f"{' and '.join(missing)} not installed"})
             continue
-        from flaxdigits.export import QUANTIZE, calibration_images, export_tflite
-        from flaxdigits.litert import LiteRTClassifier
-
-        calibration = calibration_images(data.train_images)
         with tempfile.TemporaryDirectory() as tmp:
             for quantize in QUANTIZE:
                 path = Path(tmp) / f"{quantize}.tflite"
                 export_tflite(model, path, quantize, calibration=calibration)
                 lite = LiteRTClassifier.load(path)
-                x = one.astype("float32").reshape(1, 28, 28, 1)
                 row = {"model": name, "runtime": "litert (1 thread, batch 1)",
                        "variant": quantize, "bytes": path.stat().st_size,
                        "image_seconds": _median_seconds(lambda: lite.invoke(x), reps),

@@ -18,7 +18,6 @@ args = ap.parse_args()
 import jax  # noqa: E402
 
 import common  # noqa: E402
-from flaxdigits.data import load_idx  # noqa: E402
 from flaxdigits.recipes import recipe  # noqa: E402
 from flaxdigits.training import train  # noqa: E402
 
@@ -27,7 +26,7 @@ class Reached(Exception):
     """Raised from the epoch callback to stop once the target is reached."""
 
 
-data = load_idx(args.data_dir).subset(args.n_train)
+data = common.load(args)
 config = recipe(args.recipe)
 runs = []
 
