@@ -1,7 +1,7 @@
 """flaxdigits benchmarks: training throughput beside Keras and PyTorch, start-up, inference latency.
 
     flaxdigits bench [--quick] [--models mlp cnn] [--batch-sizes 32 128 1024 ...]
-        [--peers keras torch] [--epochs 4] [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
+        [--peers keras torch ceiling] [--epochs 4] [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
     (or: python benchmarks/bench.py ...)
 
 Every (model, batch size, framework) row trains in a fresh process (benchmarks/workers/) on the
@@ -10,7 +10,9 @@ median over the epochs after the first (min..max beside it), the first epoch inc
 or tracing, start -> first step times the process from launch to its first finished training
 step, and peak memory is the process's peak RSS (and the device's peak on a GPU). The peers are
 optional: a framework that is not installed is reported in the table, not crashed on. Rows show
-flaxdigits / peer ratios, since absolute times drift on shared machines. Then it times inference
+flaxdigits / peer ratios, since absolute times drift on shared machines. The ceiling row is no
+framework: an epoch of only the MLP's matmuls, the most this hardware allows any loop, so
+flaxdigits / ceiling is the share of the machine the library uses. Then it times inference
 per image and per 1,000 images in JAX and, where TensorFlow and ai-edge-litert are installed, in
 LiteRT (one thread, batch 1, every quantization). Needs only jax/flax/optax/numpy: on a GPU
 machine without TensorFlow the Keras and LiteRT parts say they were skipped.
@@ -37,7 +39,7 @@ WORKERS = Path(__file__).resolve().parent / "workers"
 sys.path.insert(0, str(ROOT))
 
 FRAMEWORKS = {"flaxdigits": "flaxdigits_train.py", "keras": "keras_seed.py",
-              "torch": "torch_mlp.py"}
+              "torch": "torch_mlp.py", "ceiling": "matmul_ceiling.py"}
 INSTALL = {"keras": "pip install tensorflow-cpu", "torch": "pip install torch"}
 WORKER_TIMEOUT = 3600
 
@@ -79,10 +81,12 @@ def launch(script: str, *args: str) -> tuple[dict[str, Any] | None, float | None
 
 
 def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epochs: int,
-               n_train: int | None = None, threads: int = 0, cache: str = "") -> dict[str, Any]:
+               n_train: int | None = None, threads: int = 0, cache: str = "",
+               unroll: int = 1) -> dict[str, Any]:
     """Train in a fresh process; its measurements plus seconds from launch to the first step."""
     args = [data_dir, model, str(batch_size), str(epochs), "--threads", str(threads),
-            "--cache", cache] + (["--n-train", str(n_train)] if n_train else [])
+            "--cache", cache, "--unroll", str(unroll)] + (
+                ["--n-train", str(n_train)] if n_train else [])
     result, first_step, error = launch(FRAMEWORKS[framework], *args)
     row: dict[str, Any] = {"model": model, "framework": framework, "batch_size": batch_size}
     if error:
@@ -118,16 +122,22 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         samples_per_second_median=statistics.median(steady),
         samples_per_second_min=min(steady), samples_per_second_max=max(steady),
         first_epoch_seconds=statistics.median(r["first_epoch_seconds"] for r in runs),
-        first_step_seconds=statistics.median(r["first_step_seconds"] for r in runs),
+        first_step_seconds=_median(r["first_step_seconds"] for r in runs),
         peak_rss_mb=max(r["peak_rss_mb"] for r in runs),
-        test_accuracy=statistics.median(r["test_accuracy"] for r in runs),
+        test_accuracy=_median(r["test_accuracy"] for r in runs),
         runs=[{k: r[k] for k in ("epoch_seconds", "samples_per_second", "first_step_seconds",
                                  "first_epoch_seconds", "test_accuracy")} for r in runs])
     return row
 
 
+def _median(values) -> float | None:
+    """The median, or None for a measure the worker does not take (the ceiling's accuracy)."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """flaxdigits samples/s over each peer's, in the peer's row."""
+    """flaxdigits samples/s over each peer's, in the peer's row (below 1 for the ceiling)."""
     ours = {(r["model"], r["batch_size"]): r.get("samples_per_second_median")
             for r in rows if r["framework"] == "flaxdigits"}
     for r in rows:
@@ -261,7 +271,7 @@ def markdown(report: dict[str, Any]) -> str:
             f" .. {r['samples_per_second_max']:,.0f} | "
             f"{_num(r.get('flaxdigits_ratio'), '.2f')} | {r['first_epoch_seconds']:.2f} | "
             f"{_num(r['first_step_seconds'], '.2f')} | {r['peak_rss_mb']:,.0f} | "
-            f"{r['test_accuracy']:.2%} |")
+            f"{_num(r['test_accuracy'], '.2%')} |")
     for r in report.get("time_to_accuracy", []):
         lines += ["", f"`{r['recipe']}` to {r['target']:.1%} test accuracy: " + (
             f"failed: {r['error']}" if "error" in r else
@@ -303,7 +313,8 @@ def plot(report: dict[str, Any], path: str) -> None:
         if "samples_per_second_median" in r:
             series.setdefault((r["framework"], r["model"]), []).append(
                 (r["batch_size"], r["samples_per_second_median"]))
-    colors = {"flaxdigits": "tab:blue", "keras": "tab:red", "torch": "tab:orange"}
+    colors = {"flaxdigits": "tab:blue", "keras": "tab:red", "torch": "tab:orange",
+              "ceiling": "tab:gray"}
     for (framework, model), points in sorted(series.items()):
         points.sort()
         ax.plot(*zip(*points), marker="o" if model == "mlp" else "s", color=colors[framework],
@@ -327,8 +338,10 @@ def parser() -> argparse.ArgumentParser:
                     "images, fewer timing repeats, the MLP unless --models says otherwise")
     ap.add_argument("--models", nargs="+", choices=["mlp", "cnn"])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
-    ap.add_argument("--peers", nargs="*", choices=["keras", "torch"], default=["keras", "torch"],
-                    help="frameworks to compare with (MLP rows only; default: both)")
+    ap.add_argument("--peers", nargs="*", choices=["keras", "torch", "ceiling"],
+                    default=["keras", "torch", "ceiling"],
+                    help="what to compare with (MLP rows only; default: all): the Keras and "
+                    "PyTorch peers, and the ceiling, an epoch of only the MLP's matmuls")
     ap.add_argument("--epochs", type=int, help="epochs per row: the first is reported apart, "
                     "the rest are steady state (default: 4; --quick: 2)")
     ap.add_argument("--repeats", type=int, default=1, help="run every row this many times, "
@@ -338,6 +351,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--torch-threads", type=int, default=0, help="PyTorch's intra-op threads "
                     "(default 0: PyTorch's own choice, fastest on a quiet machine; 1 is steadier "
                     "on a busy one, where 2 threads collapsed ~10x)")
+    ap.add_argument("--unroll", type=int, default=1, help="scan steps per loop iteration in "
+                    "the flaxdigits and ceiling rows (default: 1; on CPU more ran no faster, "
+                    "on a GPU try 4-16)")
     ap.add_argument("--starts", type=int, help="extra fresh processes timed to the first step, "
                     "without and with the compilation cache (default: 3; --quick: 1)")
     ap.add_argument("--time-to", type=float, metavar="ACC", help="also train --recipe until "
@@ -365,8 +381,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.data_dir:
         ap.error("the benchmarks read the MNIST IDX files: pass --data-dir DIR or set "
                  "FLAXDIGITS_DATA_DIR")
-    if any(b < 1 for b in args.batch_sizes) or args.repeats < 1:
-        ap.error("batch sizes and --repeats must be positive")
+    if any(b < 1 for b in args.batch_sizes) or args.repeats < 1 or args.unroll < 1:
+        ap.error("batch sizes, --repeats and --unroll must be positive")
     models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])
     epochs = args.epochs or (2 if args.quick else 4)
     n_train = args.n_train or (15_000 if args.quick else None)
@@ -389,7 +405,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "samples_per_second" not in runs[model, batch, framework][-1]:
                 continue  # missing or broken: no point repeating it
             threads = args.torch_threads if framework == "torch" else 0
-            run = run_worker(framework, args.data_dir, model, batch, epochs, n_train, threads)
+            run = run_worker(framework, args.data_dir, model, batch, epochs, n_train, threads,
+                             unroll=args.unroll)
             runs[model, batch, framework].append(run)
             rates = run.get("samples_per_second")
             print(f"{model} {framework} batch {batch}: " + (

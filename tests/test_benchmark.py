@@ -26,14 +26,15 @@ def no_torch(tmp_path, monkeypatch):
 def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     assert cli(["bench", "--data-dir", str(mnist_dir), "--models", "mlp", *SMALL, "--repeats",
-                "2", "--peers", "keras", "torch", "--json", str(out), "--plot", str(png)]) == 0
+                "2", "--peers", "keras", "torch", "ceiling", "--unroll", "2", "--json", str(out), "--plot", str(png)]) == 0
     report = json.loads(out.read_text())
     assert {"processor", "backend", "devices", "versions", "loadavg_start", "loadavg_end"} \
         <= set(report["machine"])
     rows = {r["framework"]: r for r in report["training"]}
-    assert set(rows) == {"flaxdigits", "keras", "torch"}
+    assert set(rows) == {"flaxdigits", "keras", "torch", "ceiling"}
     ours = rows["flaxdigits"]
     assert ours["model"] == "mlp" and ours["batch_size"] == 256 and ours["loop"] == "scan"
+    assert ours["unroll"] == 2
     assert ours["samples_per_second_min"] <= ours["samples_per_second_median"] \
         <= ours["samples_per_second_max"]
     assert ours["repeats"] == 2 and [len(r["epoch_seconds"]) for r in ours["runs"]] == [2, 2]
@@ -45,12 +46,16 @@ def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch
     assert keras["flaxdigits_ratio"] == pytest.approx(
         ours["samples_per_second_median"] / keras["samples_per_second_median"])
     assert "torch" in rows["torch"]["missing"]  # reported, not crashed on
+    ceiling = rows["ceiling"]  # learns nothing, so it has no accuracy, but a ratio
+    assert ceiling["test_accuracy"] is None and ceiling["flaxdigits_ratio"] == pytest.approx(
+        ours["samples_per_second_median"] / ceiling["samples_per_second_median"])
     assert len(report["startup"]["cold"]) == 1
     variants = {r.get("variant") for r in report["inference"] if r["runtime"].startswith("lite")}
     assert variants == {"none", "float16", "dynamic", "int8"}
     assert all(r["image_seconds"] > 0 for r in report["inference"])
     table = capsys.readouterr().out
     assert "| mlp | flaxdigits | 256 |" in table and "| mlp | torch | 256 | not installed" in table
+    assert "| mlp | ceiling | 256 |" in table
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -21,7 +21,7 @@ from flaxdigits.data import Mnist, load_idx
 
 
 def parse_args() -> argparse.Namespace:
-    """DATA_DIR MODEL BATCH EPOCHS [--n-train N] [--threads T] [--cache DIR]."""
+    """DATA_DIR MODEL BATCH EPOCHS [--n-train N] [--threads T] [--cache DIR] [--unroll U]."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
     ap.add_argument("model", choices=["mlp", "cnn"])
@@ -30,6 +30,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--n-train", type=int, default=None, help="first N training images only")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: default)")
     ap.add_argument("--cache", default="", help="flaxdigits: JAX compilation cache folder")
+    ap.add_argument("--unroll", type=int, default=1, help="JAX workers: scan steps per loop "
+                    "iteration")
     return ap.parse_args()
 
 

@@ -14,7 +14,7 @@ if args.cache:
     enable_compilation_cache(args.cache)
 data = common.load(args)
 config = TrainConfig(model=ModelConfig(kind=args.model), batch_size=args.batch_size,
-                     epochs=max(args.epochs, 1))
+                     epochs=max(args.epochs, 1), unroll=args.unroll)
 # A user's first step: one jitted step on the first batch, compiled from scratch.
 state = create_state(config)
 x = data.train_images[:config.batch_size].reshape(config.batch_size, 784)
@@ -32,6 +32,7 @@ common.report({
     "version": f"jax {jax.__version__}",
     "device": f"{device.platform}: {device.device_kind}",
     "loop": config.resolved_loop(),
+    "unroll": config.unroll,
     "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size,
     "epoch_seconds": [h["seconds"] for h in result.history],
     "compile_seconds": result.compile_seconds,
