@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 FRAMEWORKS = {"flaxdigits": "flaxdigits_train.py", "keras": "keras_seed.py",
               "torch": "torch_mlp.py", "ceiling": "matmul_ceiling.py"}
 INSTALL = {"keras": "pip install tensorflow-cpu", "torch": "pip install torch"}
+# Modules whose distribution has another name, in the order to try.
+DISTRIBUTIONS = {"ai_edge_litert": ["ai-edge-litert"], "tensorflow": ["tensorflow", "tensorflow-cpu"]}
 WORKER_TIMEOUT = 3600
 
 
@@ -221,12 +223,14 @@ def machine() -> dict[str, Any]:
     versions = {"python": platform.python_version(), "jax": jax.__version__}
     for name in ("flax", "optax", "numpy", "tensorflow", "keras", "torch", "ai_edge_litert"):
         if importlib.util.find_spec(name):
-            try:
-                from importlib.metadata import version
+            from importlib.metadata import PackageNotFoundError, version
 
-                versions[name] = version({"ai_edge_litert": "ai-edge-litert"}.get(name, name))
-            except Exception:  # a module without distribution metadata
-                pass
+            for dist in DISTRIBUTIONS.get(name, [name]):
+                try:
+                    versions[name] = version(dist)
+                    break
+                except PackageNotFoundError:  # installed under another distribution's name
+                    pass
     return {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
             "versions": versions, "loadavg_start": os.getloadavg()}
@@ -317,8 +321,10 @@ def plot(report: dict[str, Any], path: str) -> None:
               "ceiling": "tab:gray"}
     for (framework, model), points in sorted(series.items()):
         points.sort()
+        ceiling = framework == "ceiling"
         ax.plot(*zip(*points), marker="o" if model == "mlp" else "s", color=colors[framework],
-                linestyle="-" if model == "mlp" else "--", label=f"{framework}, {model}")
+                linestyle=":" if ceiling else "-" if model == "mlp" else "--",
+                label=f"ceiling (matmuls only), {model}" if ceiling else f"{framework}, {model}")
     sizes = sorted({r["batch_size"] for r in report["training"]})
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="training samples/s",
            title=f"Training throughput ({report['machine']['backend']}, "
