@@ -1,7 +1,8 @@
 """flaxdigits benchmarks: training throughput beside Keras and PyTorch, start-up, inference latency.
 
     flaxdigits bench [--quick] [--models mlp cnn] [--batch-sizes 32 128 1024 ...]
-        [--peers keras torch ceiling] [--epochs 4] [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
+        [--peers keras torch ceiling] [--epochs 4] [--repeats N] [--unroll U]
+        [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
     (or: python benchmarks/bench.py ...)
 
 Every (model, batch size, framework) row trains in a fresh process (benchmarks/workers/) on the
@@ -42,7 +43,8 @@ FRAMEWORKS = {"flaxdigits": "flaxdigits_train.py", "keras": "keras_seed.py",
               "torch": "torch_mlp.py", "ceiling": "matmul_ceiling.py"}
 INSTALL = {"keras": "pip install tensorflow-cpu", "torch": "pip install torch"}
 # Modules whose distribution has another name, in the order to try.
-DISTRIBUTIONS = {"ai_edge_litert": ["ai-edge-litert"], "tensorflow": ["tensorflow", "tensorflow-cpu"]}
+DISTRIBUTIONS = {"ai_edge_litert": ["ai-edge-litert"],
+                 "tensorflow": ["tensorflow", "tensorflow-cpu"]}
 WORKER_TIMEOUT = 3600
 
 
@@ -218,13 +220,13 @@ def inference(data, models: dict[str, Any], reps: int, score: bool) -> list[dict
 
 def machine() -> dict[str, Any]:
     """Where the numbers were taken: processor, device, versions, load."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import jax
 
     versions = {"python": platform.python_version(), "jax": jax.__version__}
     for name in ("flax", "optax", "numpy", "tensorflow", "keras", "torch", "ai_edge_litert"):
         if importlib.util.find_spec(name):
-            from importlib.metadata import PackageNotFoundError, version
-
             for dist in DISTRIBUTIONS.get(name, [name]):
                 try:
                     versions[name] = version(dist)

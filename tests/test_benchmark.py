@@ -26,7 +26,8 @@ def no_torch(tmp_path, monkeypatch):
 def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     assert cli(["bench", "--data-dir", str(mnist_dir), "--models", "mlp", *SMALL, "--repeats",
-                "2", "--peers", "keras", "torch", "ceiling", "--unroll", "2", "--json", str(out), "--plot", str(png)]) == 0
+                "2", "--peers", "keras", "torch", "ceiling", "--unroll", "2", "--json", str(out),
+                "--plot", str(png)]) == 0
     report = json.loads(out.read_text())
     assert {"processor", "backend", "devices", "versions", "loadavg_start", "loadavg_end"} \
         <= set(report["machine"])

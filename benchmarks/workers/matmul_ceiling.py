@@ -2,9 +2,10 @@
 
 The same compiled scan as flaxdigits' epoch (device-side shuffle, each batch gathered from the
 uint8 images) but the step is only the five matmuls of a 784-100-10 forward and backward pass
-and a plain weight update: no bias, ReLU, softmax, loss, metrics or Adam. No training loop on
-this machine can beat it, so flaxdigits / ceiling says how much of the hardware the library
-uses. MLP only; it learns nothing, so it reports no accuracy.
+and a plain weight update: no bias, ReLU, softmax, loss, metrics or Adam. A real training loop
+does all this and more, so at best it matches it (within the machine's drift), and
+flaxdigits / ceiling says how much of the hardware the library uses. MLP only; it learns
+nothing, so it reports no accuracy.
 """
 
 import time
