@@ -106,18 +106,18 @@ def export_tflite(model, path: str | os.PathLike, quantize: str = "none", batch:
     """
     import flaxdigits
     from flaxdigits.checkpoints import write_atomic
-    from flaxdigits.litert import FORMAT_VERSION, LiteRTClassifier, embed_metadata
+    from flaxdigits.litert import (FORMAT_VERSION, LiteRTClassifier, embed_metadata,
+                                   int8_quantization)
 
     start = time.perf_counter()
     blob = to_tflite(model, quantize, batch, calibration)
     runtime = LiteRTClassifier(blob, {}, name=str(path))  # also proves LiteRT can load it
     io = {}
     for key, detail in (("input", runtime.input_detail), ("output", runtime.output_detail)):
-        scale, zero = detail["quantization"]
+        q = int8_quantization(detail)
         io[key] = {"shape": [int(s) for s in detail["shape"]],
                    "dtype": np.dtype(detail["dtype"]).name,
-                   "quantization": {"scale": float(scale), "zero_point": int(zero)}
-                   if detail["dtype"] == np.int8 else None}
+                   "quantization": {"scale": q[0], "zero_point": q[1]} if q else None}
     io["input"]["layout"] = LAYOUT
     io["output"]["meaning"] = "class probabilities (softmax), one per label"
     tf, _ = _tensorflow()

@@ -109,7 +109,8 @@ def read_metadata(blob: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _quantization(detail: dict[str, Any]) -> tuple[float, int] | None:
+def int8_quantization(detail: dict[str, Any]) -> tuple[float, int] | None:
+    """(scale, zero point) of an int8 tensor in LiteRT's tensor `detail`; None for float."""
     scale, zero = detail["quantization"]
     return (float(scale), int(zero)) if detail["dtype"] == np.int8 and scale else None
 
@@ -172,13 +173,13 @@ class LiteRTClassifier:
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """Probabilities [batch, 10] for one exported batch of pixels [batch, 28, 28, 1] in
         0..255 (float32), quantizing and dequantizing int8 files' input and output."""
-        q = _quantization(self.input_detail)
+        q = int8_quantization(self.input_detail)
         if q is not None:
             x = np.clip(np.round(x / q[0]) + q[1], -128, 127).astype(np.int8)
         self.interpreter.set_tensor(self.input_detail["index"], x)
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self.output_detail["index"])
-        q = _quantization(self.output_detail)
+        q = int8_quantization(self.output_detail)
         return (y.astype(np.float32) - q[1]) * q[0] if q is not None else y
 
     def predict(self, images: Any) -> np.ndarray:
