@@ -51,6 +51,14 @@ def missing(framework: str, error: ImportError) -> None:
     sys.exit(0)
 
 
+def jax_device() -> str:
+    """The JAX device the worker ran on, as "platform: kind"."""
+    import jax
+
+    device = jax.devices()[0]
+    return f"{device.platform}: {device.device_kind}"
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

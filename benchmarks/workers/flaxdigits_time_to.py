@@ -15,8 +15,6 @@ ap.add_argument("target", type=float)
 ap.add_argument("--n-train", type=int, default=None)
 args = ap.parse_args()
 
-import jax  # noqa: E402
-
 import common  # noqa: E402
 from flaxdigits.recipes import recipe  # noqa: E402
 from flaxdigits.training import train  # noqa: E402
@@ -44,7 +42,7 @@ except Reached:
 run = runs[-1]
 common.report({
     "framework": "flaxdigits",
-    "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+    "device": common.jax_device(),
     "recipe": args.recipe, "target": args.target,
     "reached": run.test_accuracy >= args.target,
     "epochs": len(run.history),

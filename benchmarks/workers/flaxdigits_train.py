@@ -30,7 +30,7 @@ stats = device.memory_stats() or {}
 common.report({
     "framework": "flaxdigits",
     "version": f"jax {jax.__version__}",
-    "device": f"{device.platform}: {device.device_kind}",
+    "device": common.jax_device(),
     "loop": config.resolved_loop(),
     "unroll": config.unroll,
     "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size,

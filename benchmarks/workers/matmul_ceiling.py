@@ -53,11 +53,10 @@ for e in range(max(args.epochs, 1)):
     t0 = time.perf_counter()
     w = jax.block_until_ready(run(w, images, jax.random.fold_in(prng_key(0), e)))
     seconds.append(time.perf_counter() - t0)
-device = jax.devices()[0]
 common.report({
     "framework": "ceiling",
     "version": f"jax {jax.__version__}",
-    "device": f"{device.platform}: {device.device_kind}",
+    "device": common.jax_device(),
     "samples_per_epoch": (n // bs) * bs,
     "epoch_seconds": seconds,
     "compile_seconds": compile_seconds,
