@@ -2,6 +2,7 @@
 
     flaxdigits bench [--quick] [--models mlp cnn] [--batch-sizes 32 128 1024 ...]
         [--peers keras torch ceiling] [--epochs 4] [--repeats N] [--unroll U]
+        [--compute-dtype bfloat16]
         [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
     (or: python benchmarks/bench.py ...)
 
@@ -86,10 +87,10 @@ def launch(script: str, *args: str) -> tuple[dict[str, Any] | None, float | None
 
 def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epochs: int,
                n_train: int | None = None, threads: int = 0, cache: str = "",
-               unroll: int = 1) -> dict[str, Any]:
+               unroll: int = 1, compute_dtype: str = "float32") -> dict[str, Any]:
     """Train in a fresh process; its measurements plus seconds from launch to the first step."""
     args = [data_dir, model, str(batch_size), str(epochs), "--threads", str(threads),
-            "--cache", cache, "--unroll", str(unroll)] + (
+            "--cache", cache, "--unroll", str(unroll), "--compute-dtype", compute_dtype] + (
                 ["--n-train", str(n_train)] if n_train else [])
     result, first_step, error = launch(FRAMEWORKS[framework], *args)
     row: dict[str, Any] = {"model": model, "framework": framework, "batch_size": batch_size}
@@ -105,10 +106,11 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
     return row
 
 
-def time_to_accuracy(data_dir: str, recipe: str, target: float,
-                     n_train: int | None = None) -> dict[str, Any]:
+def time_to_accuracy(data_dir: str, recipe: str, target: float, n_train: int | None = None,
+                     compute_dtype: str = "float32") -> dict[str, Any]:
     """Train `recipe` in a fresh process until its test accuracy reaches `target`."""
-    args = [data_dir, recipe, str(target)] + (["--n-train", str(n_train)] if n_train else [])
+    args = [data_dir, recipe, str(target), "--compute-dtype", compute_dtype] + (
+        ["--n-train", str(n_train)] if n_train else [])
     result, _, error = launch("flaxdigits_time_to.py", *args)
     return result or {"recipe": recipe, "target": target, "error": error}
 
@@ -252,6 +254,11 @@ def _num(x: float | None, fmt: str) -> str:
     return "—" if x is None else format(x, fmt)
 
 
+def _dtype(row: dict[str, Any]) -> str:
+    dtype = row.get("compute_dtype", "float32")
+    return "" if dtype == "float32" else f" ({dtype})"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown tables."""
     m = report["machine"]
@@ -264,7 +271,7 @@ def markdown(report: dict[str, Any]) -> str:
                   "| flaxdigits × | first epoch s | start → first step s | peak RSS MiB "
                   "| test acc |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["training"]:
-        head = f"| {r['model']} | {r['framework']} | {r['batch_size']} |"
+        head = f"| {r['model']} | {r['framework']}{_dtype(r)} | {r['batch_size']} |"
         if "missing" in r or "error" in r:
             why = (f"not installed ({INSTALL.get(r['framework'], '')}): {r['missing']}"
                    if "missing" in r else f"failed: {r['error']}")
@@ -282,7 +289,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"`{r['recipe']}` to {r['target']:.1%} test accuracy: " + (
             f"failed: {r['error']}" if "error" in r else
             f"{r['train_seconds']:.2f} s of training over {r['epochs']} epochs (+"
-            f"{r['compile_seconds']:.2f} s compile) on {r['device']}"
+            f"{r['compile_seconds']:.2f} s compile) on {r['device']}{_dtype(r)}"
             + ("" if r["reached"] else f", not reached (best {max(r['test_accuracy']):.2%})"))]
     startup = report.get("startup")
     if startup:
@@ -362,6 +369,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--unroll", type=int, default=1, help="scan steps per loop iteration in "
                     "the flaxdigits and ceiling rows (default: 1; on CPU more ran no faster, "
                     "on a GPU try 4-16)")
+    ap.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="matmul dtype of the flaxdigits, ceiling and --time-to runs "
+                    "(parameters stay float32; bfloat16 is for GPUs, slower on CPU)")
     ap.add_argument("--starts", type=int, help="extra fresh processes timed to the first step, "
                     "without and with the compilation cache (default: 3; --quick: 1)")
     ap.add_argument("--time-to", type=float, metavar="ACC", help="also train --recipe until "
@@ -414,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue  # missing or broken: no point repeating it
             threads = args.torch_threads if framework == "torch" else 0
             run = run_worker(framework, args.data_dir, model, batch, epochs, n_train, threads,
-                             unroll=args.unroll)
+                             unroll=args.unroll, compute_dtype=args.compute_dtype)
             runs[model, batch, framework].append(run)
             rates = run.get("samples_per_second")
             print(f"{model} {framework} batch {batch}: " + (
@@ -431,7 +441,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       ["first_step_seconds"] for _ in range(starts)]
         report["startup"] = {"cold": cold, "compilation cache (as the CLI)": cached}
     if args.time_to:
-        row = time_to_accuracy(args.data_dir, args.recipe, args.time_to, args.n_train)
+        row = time_to_accuracy(args.data_dir, args.recipe, args.time_to, args.n_train,
+                               args.compute_dtype)
         report["time_to_accuracy"] = [row]
     if args.inference:
         if args.checkpoints:

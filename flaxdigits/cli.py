@@ -58,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--loop", choices=["auto", "scan", "step"],
                    help="an epoch as one compiled scan, or one compiled call per batch "
                    "(default auto: measured best per model and backend)")
+    t.add_argument("--compute-dtype", choices=["float32", "bfloat16"],
+                   help="dtype of the training matmuls; parameters stay float32 (default "
+                   "float32; bfloat16 is for GPUs and TPUs, slower on CPU)")
     t.add_argument("--seed", type=int, help="default: 0")
     t.add_argument("--out", help="checkpoint file, rewritten after every epoch; the best epoch "
                    "by test accuracy is also kept as NAME.best.ckpt")
@@ -112,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
 
 MODEL_FLAGS = ("model", "hidden", "channels", "kernels", "dense", "no_scale")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
-               "label_smoothing", "augment", "loop", "seed")
+               "label_smoothing", "augment", "loop", "compute_dtype", "seed")
 RECIPE_FLAGS = ("recipe",) + MODEL_FLAGS + tuple(f for f in TRAIN_FLAGS if f != "epochs")
 
 

@@ -46,16 +46,17 @@ class MLP(nn.Module):
 
     hidden: Sequence[int] = (100,)
     scale: bool = True
+    dtype: Any = jnp.float32  # compute dtype; parameters and logits stay float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """Logits [B, 10] for pixel values [B, 28, 28] or [B, 784] in 0..255 (uint8 or float)."""
-        x = x.reshape(x.shape[0], -1).astype(jnp.float32)
+        x = x.reshape(x.shape[0], -1).astype(self.dtype)
         if self.scale:
             x = x * (1.0 / 255.0)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width, kernel_init=GLOROT)(x))
-        return nn.Dense(10, kernel_init=GLOROT)(x)
+            x = nn.relu(nn.Dense(width, kernel_init=GLOROT, dtype=self.dtype)(x))
+        return nn.Dense(10, kernel_init=GLOROT, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class CNN(nn.Module):
@@ -69,27 +70,28 @@ class CNN(nn.Module):
     kernels: Sequence[int] = (5, 3)
     dense: int = 128
     scale: bool = True
+    dtype: Any = jnp.float32  # compute dtype; parameters and logits stay float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """Logits [B, 10] for pixel values [B, 28, 28], [B, 28, 28, 1] or [B, 784] in 0..255."""
-        x = x.reshape(x.shape[0], 28, 28, 1).astype(jnp.float32)
+        x = x.reshape(x.shape[0], 28, 28, 1).astype(self.dtype)
         if self.scale:
             x = x * (1.0 / 255.0)
         for width, k in zip(self.channels, self.kernels):
-            x = nn.relu(nn.Conv(width, (k, k), strides=2)(x))
+            x = nn.relu(nn.Conv(width, (k, k), strides=2, dtype=self.dtype)(x))
         x = x.reshape(x.shape[0], -1)
         if self.dense:
-            x = nn.relu(nn.Dense(self.dense)(x))
-        return nn.Dense(10)(x)
+            x = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(x))
+        return nn.Dense(10, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 MODELS: dict[str, Any] = {"mlp": MLP, "cnn": CNN}
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    """The Flax module described by `config`."""
+def build_model(config: ModelConfig, dtype: str = "float32") -> nn.Module:
+    """The Flax module described by `config`, computing in `dtype` (float32 or bfloat16)."""
     if config.kind == "cnn":
         return CNN(channels=config.channels, kernels=config.kernels, dense=config.dense,
-                   scale=config.scale)
-    return MLP(hidden=config.hidden, scale=config.scale)
+                   scale=config.scale, dtype=jnp.dtype(dtype))
+    return MLP(hidden=config.hidden, scale=config.scale, dtype=jnp.dtype(dtype))

@@ -43,6 +43,9 @@ class TrainConfig:
     augment: Augment = Augment()  # all zero: no augmentation
     loop: str = "auto"  # "scan": an epoch is one compiled program; "step": one call per batch
     unroll: int = 1  # scan steps per loop iteration; >1 compiled slower, ran no faster on CPU
+    # Training matmuls in bfloat16 (parameters, optimizer and evaluation stay float32): for
+    # GPUs and TPUs; XLA:CPU has no fast bfloat16 matmul.
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         if isinstance(self.augment, dict):  # as read back from a checkpoint
@@ -56,6 +59,9 @@ class TrainConfig:
             raise InputError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if self.loop not in ("auto", "scan", "step"):
             raise InputError(f"loop must be 'auto', 'scan' or 'step', got {self.loop!r}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise InputError(f"compute_dtype must be 'float32' or 'bfloat16', got "
+                             f"{self.compute_dtype!r}")
         if not (self.warmup_epochs >= 0 and self.weight_decay >= 0
                 and 0 <= self.label_smoothing < 1):
             raise InputError("warmup_epochs and weight_decay must be >= 0 and label_smoothing "
@@ -130,7 +136,7 @@ def optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTr
 
 def create_state(config: TrainConfig, steps_per_epoch: int = 1) -> TrainState:
     """Fresh parameters (from `config.seed`) and the config's optimizer."""
-    module = build_model(config.model)
+    module = build_model(config.model, config.compute_dtype)
     tx = optimizer(config, steps_per_epoch)
 
     @jax.jit  # one compiled program: run eagerly, init compiles op by op (seconds on CPU)

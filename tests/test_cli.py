@@ -22,14 +22,15 @@ def _cli(*args, env_extra=None):
 
 def test_train_json_then_evaluate_json(mnist_dir, tmp_path):
     out = tmp_path / "m.ckpt"
-    r = _cli("train", "--epochs", "1", "--hidden", "32", "--data-dir", mnist_dir,
-             "--out", out, "--json")
+    r = _cli("train", "--epochs", "1", "--hidden", "32", "--compute-dtype", "bfloat16",
+             "--data-dir", mnist_dir, "--out", out, "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)  # exactly one JSON object on stdout
     assert set(summary) >= {"test_accuracy", "test_loss", "epochs", "train_seconds", "history",
                             "checkpoint"}
     assert summary["epochs"] == 1 and summary["checkpoint"] == str(out)
     assert summary["config"]["model"]["hidden"] == [32]
+    assert summary["config"]["compute_dtype"] == "bfloat16"
     assert summary["test_accuracy"] > 0.9
     assert (tmp_path / "m.best.ckpt").exists()
 

@@ -41,6 +41,20 @@ def test_model_variants_learn(mnist, model):
     assert result.test_accuracy > 0.75
 
 
+def test_bfloat16_compute_keeps_float32_parameters_and_learns(mnist):
+    small = mnist.subset(10_000, 2_000)
+    result = train(TrainConfig(epochs=1, compute_dtype="bfloat16"), small)
+    assert {str(x.dtype) for x in jax.tree.leaves(result.state)} <= {"float32", "int32"}
+    x = jnp.zeros((4, 784), jnp.uint8)
+    jaxpr = jax.make_jaxpr(lambda p: result.state.apply_fn({"params": p}, x))(result.params)
+    dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert len(dots) == 2 and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+    assert jaxpr.out_avals[0].dtype == jnp.float32  # the loss sees float32 logits
+    reference = train(TrainConfig(epochs=1), small)
+    assert abs(result.test_accuracy - reference.test_accuracy) < 0.02
+    assert result.test_accuracy > 0.85
+
+
 def test_softmax_regression_has_no_hidden_layer():
     params = create_state(TrainConfig(model=ModelConfig(hidden=()))).params
     assert [p.shape for p in jax.tree.leaves(params)] == [(10,), (784, 10)]
@@ -67,7 +81,8 @@ def test_shuffle_is_a_permutation_and_depends_on_key():
     assert not np.array_equal(a, np.arange(1000))
 
 
-@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}])
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0},
+                                    {"compute_dtype": "float16"}])
 def test_bad_train_configs_are_refused(kwargs):
     with pytest.raises(InputError, match=next(iter(kwargs))):
         TrainConfig(**kwargs)

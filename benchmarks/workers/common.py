@@ -21,7 +21,8 @@ from flaxdigits.data import Mnist, load_idx
 
 
 def parse_args() -> argparse.Namespace:
-    """DATA_DIR MODEL BATCH EPOCHS [--n-train N] [--threads T] [--cache DIR] [--unroll U]."""
+    """DATA_DIR MODEL BATCH EPOCHS [--n-train N] [--threads T] [--cache DIR] [--unroll U]
+    [--compute-dtype D]."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
     ap.add_argument("model", choices=["mlp", "cnn"])
@@ -32,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cache", default="", help="flaxdigits: JAX compilation cache folder")
     ap.add_argument("--unroll", type=int, default=1, help="JAX workers: scan steps per loop "
                     "iteration")
+    ap.add_argument("--compute-dtype", default="float32", help="JAX workers: matmul dtype")
     return ap.parse_args()
 
 

@@ -1,18 +1,20 @@
 """flaxdigits worker for time to accuracy: train a recipe until the test accuracy reaches a target.
 
-    python flaxdigits_time_to.py DATA_DIR RECIPE TARGET [--n-train N]
+    python flaxdigits_time_to.py DATA_DIR RECIPE TARGET [--n-train N] [--compute-dtype D]
 
 Reports the training seconds of the epochs up to the one that reached the target (compilation
 apart), or all of them if it never did.
 """
 
 import argparse
+import dataclasses
 
 ap = argparse.ArgumentParser()
 ap.add_argument("data_dir")
 ap.add_argument("recipe")
 ap.add_argument("target", type=float)
 ap.add_argument("--n-train", type=int, default=None)
+ap.add_argument("--compute-dtype", default="float32")
 args = ap.parse_args()
 
 import common  # noqa: E402
@@ -25,7 +27,7 @@ class Reached(Exception):
 
 
 data = common.load(args)
-config = recipe(args.recipe)
+config = dataclasses.replace(recipe(args.recipe), compute_dtype=args.compute_dtype)
 runs = []
 
 
@@ -43,7 +45,7 @@ run = runs[-1]
 common.report({
     "framework": "flaxdigits",
     "device": common.jax_device(),
-    "recipe": args.recipe, "target": args.target,
+    "recipe": args.recipe, "target": args.target, "compute_dtype": config.compute_dtype,
     "reached": run.test_accuracy >= args.target,
     "epochs": len(run.history),
     "train_seconds": run.train_seconds,

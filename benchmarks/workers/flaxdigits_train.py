@@ -14,7 +14,8 @@ if args.cache:
     enable_compilation_cache(args.cache)
 data = common.load(args)
 config = TrainConfig(model=ModelConfig(kind=args.model), batch_size=args.batch_size,
-                     epochs=max(args.epochs, 1), unroll=args.unroll)
+                     epochs=max(args.epochs, 1), unroll=args.unroll,
+                     compute_dtype=args.compute_dtype)
 # A user's first step: one jitted step on the first batch, compiled from scratch.
 state = create_state(config)
 x = data.train_images[:config.batch_size].reshape(config.batch_size, 784)
@@ -33,6 +34,7 @@ common.report({
     "device": common.jax_device(),
     "loop": config.resolved_loop(),
     "unroll": config.unroll,
+    "compute_dtype": config.compute_dtype,
     "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size,
     "epoch_seconds": [h["seconds"] for h in result.history],
     "compile_seconds": result.compile_seconds,

@@ -25,6 +25,7 @@ from flaxdigits.training import compile_lowered, epoch_plan, prng_key  # noqa: E
 data = common.load(args)
 n, bs = len(data.train_images), args.batch_size
 images = jax.device_put(data.train_images.reshape(n, 784))
+dtype = jnp.dtype(args.compute_dtype)
 
 
 @jax.jit
@@ -32,13 +33,13 @@ def epoch(w, images, key):
     order, _ = epoch_plan(key, n, bs)
 
     def step(w, idx):
-        w1, w2 = w
-        x = images[idx].astype(jnp.float32)  # [B, 784]
+        w1, w2 = (v.astype(dtype) for v in w)  # float32 weights, as flaxdigits keeps them
+        x = images[idx].astype(dtype)  # [B, 784]
         h = x @ w1  # [B, 100]
         g = h @ w2  # [B, 10], standing in for the logits' gradient
         dw1 = x.T @ (g @ w2.T)
         dw2 = h.T @ g
-        return (w1 - 1e-9 * dw1, w2 - 1e-9 * dw2), None
+        return (w[0] - 1e-9 * dw1, w[1] - 1e-9 * dw2), None
 
     return jax.lax.scan(step, w, order, unroll=min(args.unroll, len(order)))[0]
 
@@ -57,6 +58,7 @@ common.report({
     "framework": "ceiling",
     "version": f"jax {jax.__version__}",
     "device": common.jax_device(),
+    "compute_dtype": args.compute_dtype,
     "samples_per_epoch": (n // bs) * bs,
     "epoch_seconds": seconds,
     "compile_seconds": compile_seconds,
