@@ -298,7 +298,8 @@ def markdown(report: dict[str, Any]) -> str:
                               for k, v in startup.items())]
     if report.get("inference"):
         lines += ["", "| model | runtime | variant | file KiB | test acc | agreement | max Δp "
-                  "| per image µs | 1,000 images ms |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| per image µs | 1,000 images ms |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in report["inference"]:
             if "skipped" in r:
                 lines.append(f"| {r['model']} | {r['runtime']} | skipped: {r['skipped']} "

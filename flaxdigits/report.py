@@ -136,11 +136,12 @@ def write_report(out: str | Path, data: Mnist, seeds: int = 3, epochs: int = 5,
     }
     (out / "report.json").write_text(json.dumps({**facts, "rows": summaries}, indent=2))
     figures = "\n\n".join(f"### {title}\n\n![{title}]({name})" for name, title in FIGURES.items())
+    seed_list = ", ".join(map(str, range(seeds)))
     (out / "report.md").write_text(f"""# flaxdigits: the seed study
 
 `{command or 'flaxdigits report'}` — {facts['date']}, {facts['machine']}, jax {jax.__version__},
 {facts['data']['train']:,} training and {facts['data']['test']:,} test images ({data.source}).
-Every row: Adam 1e-3, batch {batch_size}, {epochs} epoch{"s" * (epochs != 1)}, seeds {', '.join(map(str, range(seeds)))};
+Every row: Adam 1e-3, batch {batch_size}, {epochs} epoch{"s" * (epochs != 1)}, seeds {seed_list};
 mean ± standard deviation over the seeds of the test metrics after the last epoch.
 
 {table(summaries)}

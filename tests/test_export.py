@@ -16,7 +16,8 @@ pytest.importorskip("ai_edge_litert", reason="running .tflite needs ai-edge-lite
 from flaxdigits.checkpoints import save_result  # noqa: E402
 from flaxdigits.cli import main  # noqa: E402
 from flaxdigits.errors import InputError  # noqa: E402
-from flaxdigits.export import ExportError, calibration_images, export_tflite, to_tflite  # noqa: E402
+from flaxdigits.export import (ExportError, calibration_images, export_tflite,  # noqa: E402
+                               to_tflite)
 from flaxdigits.inference import Classifier  # noqa: E402
 from flaxdigits.litert import LiteRTClassifier, LiteRTError, load_model  # noqa: E402
 from flaxdigits.models import ModelConfig  # noqa: E402
