@@ -327,6 +327,7 @@ def plot(report: dict[str, Any], path: str) -> None:
         if "samples_per_second_median" in r:
             series.setdefault((r["framework"], r["model"]), []).append(
                 (r["batch_size"], r["samples_per_second_median"]))
+    dtypes = {r["framework"]: _dtype(r) for r in report["training"]}
     colors = {"flaxdigits": "tab:blue", "keras": "tab:red", "torch": "tab:orange",
               "ceiling": "tab:gray"}
     for (framework, model), points in sorted(series.items()):
@@ -334,7 +335,8 @@ def plot(report: dict[str, Any], path: str) -> None:
         ceiling = framework == "ceiling"
         ax.plot(*zip(*points), marker="o" if model == "mlp" else "s", color=colors[framework],
                 linestyle=":" if ceiling else "-" if model == "mlp" else "--",
-                label=f"ceiling (matmuls only), {model}" if ceiling else f"{framework}, {model}")
+                label=(f"ceiling (matmuls only), {model}" if ceiling else f"{framework}, {model}")
+                + dtypes.get(framework, ""))
     sizes = sorted({r["batch_size"] for r in report["training"]})
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="training samples/s",
            title=f"Training throughput ({report['machine']['backend']}, "

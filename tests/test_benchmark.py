@@ -76,12 +76,12 @@ def test_runner_needs_the_data_folder(monkeypatch, capsys):
     assert "pass --data-dir" in capsys.readouterr().err
 
 
-def test_time_to_accuracy_stops_at_the_target(mnist_dir):
+def test_time_to_accuracy_stops_at_the_target(mnist_dir, capsys):
     report = bench.main(["--data-dir", str(mnist_dir), "--no-training", "--no-inference",
                          "--time-to", "0.5", "--recipe", "seed", "--n-train", "2048",
                          "--compute-dtype", "bfloat16"])
     (row,) = report["time_to_accuracy"]
-    assert row["compute_dtype"] == "bfloat16"
+    assert row["compute_dtype"] == "bfloat16" and "(bfloat16)" in capsys.readouterr().out
     assert row["reached"] and row["test_accuracy"][-1] >= 0.5
     assert row["epochs"] == len(row["test_accuracy"]) < 5  # stopped early
     assert row["train_seconds"] > 0 and row["compile_seconds"] > 0
