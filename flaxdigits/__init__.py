@@ -14,12 +14,15 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_mnist": "data", "Mnist": "data",
-    "ModelConfig": "models", "MLP": "models", "CNN": "models", "build_model": "models",
-    "Augment": "augment", "recipe": "recipes", "RECIPES": "recipes",
-    "TrainConfig": "training", "TrainResult": "training", "train": "training",
+    "ModelConfig": "config", "TrainConfig": "config", "Augment": "config",
+    "MLP": "models", "CNN": "models", "build_model": "models",
+    "recipe": "recipes", "RECIPES": "recipes", "resolve": "recipes",
+    "save_result": "checkpoints", "load_result": "checkpoints",
+    "TrainResult": "training", "train": "training",
     "train_step": "training", "train_epoch": "training", "create_state": "training",
     "Classifier": "inference", "predict": "inference", "evaluate": "inference",
     "FlaxdigitsError": "errors", "DataError": "errors", "InputError": "errors",
+    "MissingExtra": "errors", "CheckpointError": "checkpoint_file",
 }
 __all__ = sorted(_EXPORTS)
 

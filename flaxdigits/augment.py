@@ -7,38 +7,10 @@ identity: every output pixel then samples exactly its own input pixel.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
-from flaxdigits.errors import InputError
-
-
-@dataclasses.dataclass(frozen=True)
-class Augment:
-    """Largest random change per image; each is drawn uniformly from [-max, max]."""
-
-    rotate: float = 0.0  # degrees
-    scale: float = 0.0  # relative: 0.1 means 90%..110%
-    shear: float = 0.0  # degrees
-    shift: float = 0.0  # pixels
-
-    def __post_init__(self):
-        for name in ("rotate", "scale", "shear", "shift"):
-            if not 0 <= getattr(self, name) < (1 if name == "scale" else 90):
-                raise InputError(f"augment {name} must be in [0, {1 if name == 'scale' else 90}),"
-                                 f" got {getattr(self, name)}")
-
-    @property
-    def enabled(self) -> bool:
-        """Whether any strength is non-zero."""
-        return any(dataclasses.astuple(self))
-
-
-# What `--augment` turns on: the usual MNIST range, small enough to keep digits legible.
-DEFAULT = Augment(rotate=12.0, scale=0.12, shear=10.0, shift=2.5)
-
+from flaxdigits.config import Augment
 
 def affine(key: jax.Array, images: jax.Array, aug: Augment) -> jax.Array:
     """Randomly transformed copies of `images` [B, 28, 28] or [B, 784], as float32 [B, 28, 28]."""

@@ -1,21 +1,26 @@
-"""The `flaxdigits` command line: train, resume and evaluate MNIST digit classifiers.
+"""The `flaxdigits` command line: train, resume, evaluate, predict, export, demo, bench, report.
 
-Heavy modules (jax, flax, tensorflow) are imported inside the commands so that `--help` and
-argument errors answer at once.
+The training flags are generated from the config dataclasses (`flaxdigits.config`), so each
+option, its default and its help are written once. Commands import JAX, TensorFlow or gradio
+inside their functions, for start-up cost: `--help` and argument errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
 import sys
 import threading
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
-from flaxdigits.errors import FlaxdigitsError
+from flaxdigits.config import TrainConfig, cli_options
+from flaxdigits.errors import FlaxdigitsError, InputError
+from flaxdigits.recipes import RECIPES, resolve
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -27,41 +32,47 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tfds-dir", help="where TFDS keeps prepared data (default: TFDS's own)")
 
 
+def _shown(value: Any) -> str:
+    """A config default as the help text shows it."""
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    if dataclasses.is_dataclass(value):  # Augment
+        return "on" if value.enabled else "off"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per config option (`flaxdigits.config`): its type, choices, help and default.
+
+    Every flag defaults to None, so that only the flags given override a recipe.
+    """
+    defaults = TrainConfig()
+    for f, cls in cli_options():
+        flag = "--" + (f.metadata["flag"] or f.name).replace("_", "-")
+        default = getattr(defaults.model if cls is not TrainConfig else defaults, f.name)
+        kw: dict[str, Any] = {"dest": f.name, "default": None,
+                              "help": f"{f.metadata['help']} (default: {_shown(default)})"}
+        if isinstance(default, (bool, tuple)) or dataclasses.is_dataclass(default):
+            if isinstance(default, tuple):
+                kw.update(type=int, nargs="*", metavar=f.metadata["metavar"])
+            else:
+                kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw.update(type=type(default), choices=f.metadata["choices"])
+        p.add_argument(flag, **kw)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     ap = argparse.ArgumentParser(prog="flaxdigits", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on MNIST (or resume one)")
-    # Recipe flags default to None: given ones override the recipe, and --resume refuses them.
-    t.add_argument("--recipe", help="start from a named recipe: seed, mlp-best, cnn-fast or "
-                   "cnn-best (see README)")
-    t.add_argument("--model", choices=["mlp", "cnn"], help="model kind (default: mlp)")
-    t.add_argument("--hidden", type=int, nargs="*", metavar="N",
-                   help="mlp hidden layer widths; none = softmax regression (default: 100)")
-    t.add_argument("--channels", type=int, nargs="+", metavar="N",
-                   help="cnn: widths of the stride-2 convolutions (default: 32 64)")
-    t.add_argument("--kernels", type=int, nargs="+", metavar="K",
-                   help="cnn: their kernel sizes (default: 5 3)")
-    t.add_argument("--dense", type=int, help="cnn: dense width before the logits (default: 128)")
-    t.add_argument("--no-scale", action="store_true", default=None,
-                   help="feed raw 0..255 pixels instead of pixels / 255 (the seed's ablation)")
-    t.add_argument("--epochs", type=int, help="total epochs (default: 5)")
-    t.add_argument("--batch-size", type=int, help="default: 32")
-    t.add_argument("--lr", type=float, help="(peak) Adam learning rate (default: 1e-3)")
-    t.add_argument("--schedule", choices=["constant", "cosine"])
-    t.add_argument("--warmup-epochs", type=float)
-    t.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0)")
-    t.add_argument("--label-smoothing", type=float)
-    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random affine augmentation on the device (rotate, scale, shear, shift)")
-    t.add_argument("--loop", choices=["auto", "scan", "step"],
-                   help="an epoch as one compiled scan, or one compiled call per batch "
-                   "(default auto: measured best per model and backend)")
-    t.add_argument("--compute-dtype", choices=["float32", "bfloat16"],
-                   help="dtype of the training matmuls; parameters stay float32 (default "
-                   "float32; bfloat16 is for GPUs and TPUs, slower on CPU)")
-    t.add_argument("--seed", type=int, help="default: 0")
+    t.add_argument("--recipe", choices=list(RECIPES), help="start from a named recipe (see "
+                   "README); the flags given after it override its values")
+    add_config_flags(t)
     t.add_argument("--out", help="checkpoint file, rewritten after every epoch; the best epoch "
                    "by test accuracy is also kept as NAME.best.ckpt")
     t.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (up to "
@@ -99,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
                    help="checkpoint to offer (repeatable; default: every models/*.ckpt)")
     d.add_argument("--port", type=int, default=7860)
 
-    # Listed for --help only: main() hands `bench` and its arguments to benchmarks/bench.py.
+    # Listed for --help only: main() hands `bench` and its arguments to flaxdigits.bench.runner.
     sub.add_parser("bench", help="training throughput beside Keras and PyTorch, start-up and "
                    "inference latency (see flaxdigits bench --help)")
 
@@ -113,54 +124,28 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-MODEL_FLAGS = ("model", "hidden", "channels", "kernels", "dense", "no_scale")
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
-               "label_smoothing", "augment", "loop", "compute_dtype", "seed")
-RECIPE_FLAGS = ("recipe",) + MODEL_FLAGS + tuple(f for f in TRAIN_FLAGS if f != "epochs")
-
-
-
 def _load(args):
     from flaxdigits.data import load_mnist
 
     return load_mnist(args.source, args.data_dir, args.tfds_dir)
 
 
-def _train_config(args):
-    """The recipe (or the defaults) with every given flag applied on top."""
-    import dataclasses
-
-    from flaxdigits.augment import DEFAULT, Augment
-    from flaxdigits.models import ModelConfig
-    from flaxdigits.recipes import recipe
-    from flaxdigits.training import TrainConfig
-
-    base = recipe(args.recipe) if args.recipe else TrainConfig()
-    model = base.model
-    if args.model and args.model != model.kind:
-        model = ModelConfig(kind=args.model)
-    changes = {k: getattr(args, k) for k in ("hidden", "channels", "kernels", "dense")
-               if getattr(args, k) is not None}
-    if args.no_scale:
-        changes["scale"] = False
-    model = dataclasses.replace(model, **changes)
-    train = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
-    if "augment" in train:
-        train["augment"] = DEFAULT if train["augment"] else Augment()
-    return dataclasses.replace(base, model=model, **train)
+def _given(args) -> dict[str, Any]:
+    """The config flags given on the command line, by field name."""
+    return {f.name: getattr(args, f.name) for f, _ in cli_options()
+            if getattr(args, f.name) is not None}
 
 
 def cmd_train(args) -> dict[str, Any]:
     """Train (or resume) from the command line; returns the JSON summary."""
-    import dataclasses
-
-    from flaxdigits.checkpoints import best_path, load_result, save_result
-    from flaxdigits.errors import InputError
+    from flaxdigits.checkpoint_file import best_path
+    from flaxdigits.checkpoints import load_result, save_result
     from flaxdigits.training import train
 
     resume = None
     if args.resume:
-        clash = [f"--{k.replace('_', '-')}" for k in RECIPE_FLAGS if getattr(args, k) is not None]
+        clash = [f"--{k.replace('_', '-')}" for k in ["recipe", *_given(args)] if k != "epochs"
+                 and getattr(args, k) is not None]
         if clash:
             raise InputError(f"--resume continues the saved recipe; only --epochs may change, "
                              f"not {' '.join(clash)}")
@@ -173,7 +158,7 @@ def cmd_train(args) -> dict[str, Any]:
                              f"{len(resume.history)} epochs (raise --epochs)")
         out = args.out or args.resume
     else:
-        config, out = _train_config(args), args.out
+        config, out = resolve(args.recipe, **_given(args)), args.out
     data = _load(args)
     best = max((h["test_accuracy"] for h in resume.history), default=-1.0) if resume else -1.0
 
@@ -292,7 +277,6 @@ def cmd_predict(args) -> list[dict[str, Any]]:
     """Classify image files with a saved model, preprocessed the MNIST way."""
     import numpy as np
 
-    from flaxdigits.errors import InputError
     from flaxdigits.litert import load_model
     from flaxdigits.preprocess import to_mnist
 
@@ -315,9 +299,6 @@ def cmd_predict(args) -> list[dict[str, Any]]:
 
 def cmd_export(args) -> dict[str, Any]:
     """Export a checkpoint to .tflite."""
-    from pathlib import Path
-
-    from flaxdigits.errors import InputError
     from flaxdigits.export import calibration_images, export_tflite
     from flaxdigits.inference import Classifier
     from flaxdigits.litert import is_tflite
@@ -340,35 +321,17 @@ def cmd_export(args) -> dict[str, Any]:
     return summary
 
 
-def _source_tree_module(folder: str, name: str, what: str):
-    """Load `folder/name` from the checkout this package was installed from."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / folder / name
-    if not path.is_file():
-        raise FlaxdigitsError(f"the {what} ships with the source tree ({path} is missing): run "
-                              f"it from a checkout of flaxdigits")
-    spec = importlib.util.spec_from_file_location(f"flaxdigits_{folder}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def cmd_demo(args) -> None:
-    """Launch demo/app.py from the source tree."""
-    import importlib.util
+    """Serve the Gradio demo (flaxdigits.demo)."""
+    from flaxdigits.demo import gradio, launch
 
-    if importlib.util.find_spec("gradio") is None:  # not imported: the app configures it first
-        raise FlaxdigitsError("the demo needs gradio: pip install 'flaxdigits[demo]'")
-    module = _source_tree_module("demo", "app.py", "demo")
+    gradio()  # one line naming the `demo` extra when gradio is missing
     print(f"serving on http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
-    module.launch(args.model, args.port)
+    launch(args.model, args.port)
 
 
 def cmd_report(args) -> dict[str, Any]:
     """Write the study's report folder."""
-    from flaxdigits.errors import InputError
     from flaxdigits.report import write_report
 
     if args.seeds < 1:
@@ -398,27 +361,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         try:
-            _source_tree_module("benchmarks", "bench.py", "benchmark runner").main(argv[1:])
+            from flaxdigits.bench import runner
+
+            runner.main(argv[1:])
         except FlaxdigitsError as e:
             print(f"flaxdigits bench: error: {e}", file=sys.stderr)
             return 1
         return 0
     args = parser().parse_args(argv)
+    as_json = getattr(args, "json", False)
     try:
-        if os.environ.get("FLAXDIGITS_NO_COMPILE_CACHE") is None:
-            from flaxdigits.training import enable_compilation_cache
+        with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+            if os.environ.get("FLAXDIGITS_NO_COMPILE_CACHE") is None:
+                from flaxdigits.training import enable_compilation_cache
 
-            enable_compilation_cache()
-        out = COMMANDS[args.command](args)
+                enable_compilation_cache()
+            out = COMMANDS[args.command](args)
     except FlaxdigitsError as e:
         print(f"flaxdigits {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"flaxdigits {args.command}: interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "json", False):
+    if as_json:
         print(json.dumps(out))
     return 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout meanwhile, by Python or native code, to stderr.
+
+    With --json, stdout carries exactly one JSON object: TFDS announces its first preparation
+    there, and libraries may print too.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """MNIST from the four official IDX files (numpy only) or from TensorFlow Datasets.
 
 `load_mnist` is the one entry point. The IDX route needs nothing beyond numpy and is the fast
-path for training, benchmarks and GPU machines; the TFDS route is what a fresh install uses.
-TensorFlow and TFDS are imported only inside the TFDS route.
+path for training, benchmarks and GPU machines; the TFDS route is what a fresh install uses
+without a data folder. TFDS needs TensorFlow (the `tfds` extra) to prepare and read MNIST; both
+are imported only inside the TFDS route, and what TFDS prints goes to stderr, never stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
 import os
 import socket
+import sys
 import zlib
 from pathlib import Path
 from typing import Callable, Literal
@@ -19,7 +22,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from flaxdigits.errors import DataError
+from flaxdigits.errors import DataError, need
 
 DATA_DIR_ENV = "FLAXDIGITS_DATA_DIR"
 
@@ -176,8 +179,10 @@ def load_tfds(
                 f"with --data-dir or {DATA_DIR_ENV}"
             )
     try:
-        builder.download_and_prepare(download_config=config)
-        splits = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1))
+        # TFDS prints "Downloading and preparing dataset ..." on stdout: keep stdout for results.
+        with contextlib.redirect_stdout(sys.stderr):
+            builder.download_and_prepare(download_config=config)
+            splits = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1))
     except Exception as e:  # TFDS raises many types; any failure here is about the data
         raise DataError(f"TFDS could not prepare MNIST in {builder.data_dir}: {e}") from e
     (train, test) = splits
@@ -195,18 +200,13 @@ def _tfds_images(images: np.ndarray) -> np.ndarray:
 
 
 def _import_tfds():
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise DataError(
-            f"the TFDS route needs tensorflow-datasets and tensorflow ({e}); install the full "
-            f"package (pip install flaxdigits) or use --source idx --data-dir DIR"
-        ) from None
-    return tfds
+    feature = "the TFDS route (preparing and reading MNIST; or use --data-dir DIR)"
+    need("tensorflow", "tfds", feature)
+    return need("tensorflow_datasets", "tfds", feature)
 
 
 def _mnist_url() -> str:
-    try:
+    try:  # inside: importing TFDS's dataset modules costs seconds, and only this route needs it
         from tensorflow_datasets.image_classification import mnist
 
         return mnist._MNIST_URL

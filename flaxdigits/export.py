@@ -3,7 +3,8 @@
 The exported graph takes pixels [batch, 28, 28, 1] (NHWC) with values 0..255, as float32 or,
 for `int8`, quantized with scale 1 and zero point -128 (so every pixel value is exact), and
 returns class probabilities [batch, 10]. The batch size is fixed: shape-polymorphic graphs
-converted messier and ran slower. TensorFlow is imported only here, and only when exporting.
+converted messier and ran slower. TensorFlow (the `export` extra) is imported only here, and
+only when exporting.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ import time
 import warnings
 from typing import Any, Iterator
 
+import jax
 import numpy as np
 
-from flaxdigits.errors import FlaxdigitsError, InputError
-from flaxdigits.litert import native_stderr_silenced
+from flaxdigits import __version__
+from flaxdigits.errors import FlaxdigitsError, InputError, need
+from flaxdigits.inference import Classifier, as_pixels
+from flaxdigits.litert import (FORMAT_VERSION, LiteRTClassifier, embed_metadata,
+                               int8_quantization, native_stderr_silenced)
+from flaxdigits.paths import write_atomic
 
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 CALIBRATION_IMAGES = 500  # training images that set int8 ranges; more changed nothing measurable
@@ -35,14 +41,12 @@ def calibration_images(train_images: np.ndarray, n: int = CALIBRATION_IMAGES,
 
 
 def _tensorflow():
-    # TensorFlow's C++ logging would otherwise bury the one line the user wants.
+    # TensorFlow's C++ logging would otherwise bury the one line the user wants; TF 2.21 logs
+    # "oneDNN custom operations are on" while importing, whatever TF_CPP_MIN_LOG_LEVEL says.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow as tf
-        from jax.experimental import jax2tf
-    except ImportError:
-        raise ExportError("export needs TensorFlow: pip install tensorflow-cpu") from None
-    return tf, jax2tf
+    with native_stderr_silenced():
+        tf = need("tensorflow", "export", "export to .tflite")
+        return tf, need("jax.experimental.jax2tf", "export", "export to .tflite")
 
 
 def _batches(pixels: np.ndarray, batch: int) -> Iterator[list[np.ndarray]]:
@@ -51,13 +55,9 @@ def _batches(pixels: np.ndarray, batch: int) -> Iterator[list[np.ndarray]]:
         yield [x[i:i + batch]]
 
 
-def to_tflite(model, quantize: str = "none", batch: int = 1,
+def to_tflite(model: Classifier, quantize: str = "none", batch: int = 1,
               calibration: np.ndarray | None = None) -> bytes:
     """The .tflite flatbuffer of a `Classifier` (probabilities out), without metadata."""
-    import jax
-
-    from flaxdigits.inference import as_pixels
-
     if quantize not in QUANTIZE:
         raise InputError(f"quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     if not isinstance(batch, int) or batch < 1:
@@ -96,7 +96,8 @@ def to_tflite(model, quantize: str = "none", batch: int = 1,
             raise ExportError(f"the TFLite converter failed: {str(e).splitlines()[0]}") from None
 
 
-def export_tflite(model, path: str | os.PathLike, quantize: str = "none", batch: int = 1,
+def export_tflite(model: Classifier, path: str | os.PathLike, quantize: str = "none",
+                  batch: int = 1,
                   calibration: np.ndarray | None = None) -> dict[str, Any]:
     """Write `model` (a `Classifier`) to `path` as .tflite with flaxdigits metadata embedded.
 
@@ -104,11 +105,6 @@ def export_tflite(model, path: str | os.PathLike, quantize: str = "none", batch:
     dynamic-range) or "int8" (full integer, int8 input and output; needs `calibration`
     training images). Returns a summary: path, bytes, quantize, batch, input, seconds.
     """
-    import flaxdigits
-    from flaxdigits.checkpoints import write_atomic
-    from flaxdigits.litert import (FORMAT_VERSION, LiteRTClassifier, embed_metadata,
-                                   int8_quantization)
-
     start = time.perf_counter()
     blob = to_tflite(model, quantize, batch, calibration)
     runtime = LiteRTClassifier(blob, {}, name=str(path))  # also proves LiteRT can load it
@@ -125,7 +121,7 @@ def export_tflite(model, path: str | os.PathLike, quantize: str = "none", batch:
         "format": "flaxdigits-tflite", "format_version": FORMAT_VERSION,
         "quantize": quantize, "labels": [str(d) for d in range(10)], **io,
         "source": dict(model.meta),
-        "versions": {"flaxdigits": flaxdigits.__version__, "tensorflow": tf.__version__},
+        "versions": {"flaxdigits": __version__, "tensorflow": tf.__version__},
     }
     path = write_atomic(path, embed_metadata(blob, meta), "model", ExportError)
     return {"path": str(path), "bytes": path.stat().st_size, "quantize": quantize,

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import serialization
 
+from flaxdigits import checkpoint_file
+from flaxdigits.config import ModelConfig
 from flaxdigits.errors import InputError
-from flaxdigits.models import ModelConfig, build_model
+from flaxdigits.models import build_model
 
 SHAPES = "[N, 28, 28], [N, 28, 28, 1] or [N, 784]"
 MAX_CHUNK = 1024  # examples per compiled call: bounds memory, and few distinct shapes compile
@@ -120,11 +124,19 @@ class Classifier:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
-    def load(cls, path) -> Classifier:
-        """The model saved in the checkpoint at `path` (metadata in `.meta`)."""
-        from flaxdigits.checkpoints import load_classifier
+    def load(cls, path: str | os.PathLike) -> Classifier:
+        """The model saved in the checkpoint at `path` (metadata in `.meta`).
 
-        return load_classifier(path)
+        Needs only the checkpoint's model config and parameters: no optimizer is rebuilt.
+        """
+        meta, tree = checkpoint_file.load(path)
+        config = checkpoint_file.model_config(meta, path)
+        template = jax.eval_shape(
+            lambda: build_model(config).init(jax.random.key(0), np.zeros((1, 784), np.uint8)))
+        params = checkpoint_file.require(tree, "params", path)
+        checkpoint_file.check_like(serialization.to_state_dict(template["params"]), params, path,
+                                   "params")
+        return cls(config, jax.tree.map(jnp.asarray, params), meta=meta)
 
     @functools.cached_property
     def module(self):

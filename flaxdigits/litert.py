@@ -3,7 +3,7 @@
 A flaxdigits `.tflite` file carries a JSON record in the flatbuffer's metadata table (name
 `flaxdigits`): input layout, scaling and int8 quantization, label names, and the source
 checkpoint's metadata. `LiteRTClassifier` reads it and mirrors `Classifier`'s predict/evaluate.
-Only numpy and `ai-edge-litert` are needed here (no TensorFlow).
+Only numpy and `ai-edge-litert` (the `litert` extra) are needed here, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from flaxdigits.errors import FlaxdigitsError
+from flaxdigits.errors import FlaxdigitsError, need
+from flaxdigits.inference import Classifier, as_labels, as_pixels
 
 METADATA_NAME = "flaxdigits"
 FORMAT_VERSION = 1  # of the metadata record
@@ -53,13 +54,11 @@ def native_stderr_silenced():
         os.close(saved)
 
 
+FEATURE = "running or writing .tflite files"
+
+
 def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated
-    except ImportError:
-        raise LiteRTError("running or writing .tflite files needs ai-edge-litert: "
-                          "pip install ai-edge-litert") from None
-    return schema_py_generated
+    return need("ai_edge_litert.schema_py_generated", "litert", FEATURE)
 
 
 def _weights_sha256(model, skip: int = -1) -> str:
@@ -75,9 +74,8 @@ def _weights_sha256(model, skip: int = -1) -> str:
 def embed_metadata(blob: bytes, meta: dict[str, Any]) -> bytes:
     """The .tflite model `blob` with `meta` stored as JSON under the name `flaxdigits`, plus
     a SHA-256 of its weights: TFLite files carry no checksum of their own."""
-    import flatbuffers
-
     fb = _schema()
+    flatbuffers = need("flatbuffers", "litert", FEATURE)
     reader = fb.Model.GetRootAs(blob, 0)
     meta = {**meta, "weights_sha256": _weights_sha256(reader)}
     model = fb.ModelT.InitFromObj(reader)
@@ -121,9 +119,7 @@ class LiteRTClassifier:
 
     def __init__(self, blob: bytes, meta: dict[str, Any], name: str = "model",
                  num_threads: int = 1):
-        _schema()  # a clear error if ai-edge-litert is missing
-        from ai_edge_litert.interpreter import Interpreter
-
+        Interpreter = need("ai_edge_litert.interpreter", "litert", FEATURE).Interpreter
         self.meta, self.name = meta, name
         try:
             with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
@@ -143,6 +139,7 @@ class LiteRTClassifier:
     def load(cls, path: str | os.PathLike, num_threads: int = 1) -> LiteRTClassifier:
         """The exported model in the .tflite file at `path`."""
         path = Path(path)
+        _schema()  # a missing ai-edge-litert is named as such, not as a damaged file
         if not path.is_file():
             raise LiteRTError(f"no .tflite file at {path}")
         try:
@@ -184,8 +181,6 @@ class LiteRTClassifier:
 
     def predict(self, images: Any) -> np.ndarray:
         """Class probabilities [N, 10] for images (see `inference.as_pixels`)."""
-        from flaxdigits.inference import as_pixels
-
         x = as_pixels(images).astype(np.float32).reshape(-1, 28, 28, 1)
         n, b = len(x), self.batch
         x = np.concatenate([x, np.zeros((-n % b, 28, 28, 1), np.float32)])
@@ -194,8 +189,6 @@ class LiteRTClassifier:
     def evaluate(self, images: Any, labels: Any) -> dict[str, float]:
         """{"loss", "accuracy", "n"} over all given images (loss from the file's probabilities,
         clipped at 1e-7 since int8 outputs can round a probability to 0)."""
-        from flaxdigits.inference import as_labels
-
         probs = self.predict(images)
         y = as_labels(labels, len(probs))
         p = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
@@ -207,7 +200,5 @@ def load_model(path: str | os.PathLike):
     """A `Classifier` for a checkpoint, a `LiteRTClassifier` for a .tflite file."""
     if is_tflite(path):
         return LiteRTClassifier.load(path)
-    from flaxdigits.inference import Classifier
-
     return Classifier.load(path)
 

@@ -1,40 +1,13 @@
-"""Model definitions and the small config that names one."""
+"""The Flax models: an MLP and a strided CNN, each built from a `ModelConfig`."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flaxdigits.errors import InputError
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """What a model is: its kind, its shape, and whether inputs are scaled to [0, 1]."""
-
-    kind: str = "mlp"
-    hidden: tuple[int, ...] = (100,)  # mlp: hidden layer widths
-    scale: bool = True  # pixels / 255; off reproduces the seed's "no scaling" ablation
-    channels: tuple[int, ...] = (32, 64)  # cnn: widths of the stride-2 convolutions
-    kernels: tuple[int, ...] = (5, 3)  # cnn: their kernel sizes
-    dense: int = 128  # cnn: width of the dense layer before the logits (0: none)
-
-    def __post_init__(self):
-        if self.kind not in MODELS:
-            raise InputError(f"unknown model kind {self.kind!r}: choose from {sorted(MODELS)}")
-        for name in ("hidden", "channels", "kernels"):
-            widths = tuple(int(w) for w in getattr(self, name))
-            object.__setattr__(self, name, widths)
-            if any(w <= 0 for w in widths):
-                raise InputError(f"{name} widths must be positive integers, got {widths}")
-        if (len(self.kernels) != len(self.channels) or not 1 <= len(self.channels) <= 4
-                or self.dense < 0):
-            raise InputError(f"cnn needs 1..4 conv layers with one kernel size each and dense >= 0,"
-                             f" got channels {self.channels}, kernels {self.kernels}, "
-                             f"dense {self.dense}")
+from flaxdigits.config import ModelConfig
 
 
 # Keras' Dense default, which the seed model was trained with.
@@ -84,9 +57,6 @@ class CNN(nn.Module):
         if self.dense:
             x = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(x))
         return nn.Dense(10, dtype=self.dtype)(x).astype(jnp.float32)
-
-
-MODELS: dict[str, Any] = {"mlp": MLP, "cnn": CNN}
 
 
 def build_model(config: ModelConfig, dtype: str = "float32") -> nn.Module:

@@ -1,7 +1,8 @@
 """The study's figures, one function each; every function returns a matplotlib Figure.
 
-Use them from a notebook (figures display as usual) or save them with `save`. matplotlib is
-imported lazily and, when no display is configured, with the headless Agg backend.
+Use them from a notebook (figures display as usual) or save them with `save`. matplotlib (the
+`report` extra) is imported on first use and, when no display is configured, with the headless
+Agg backend.
 """
 
 from __future__ import annotations
@@ -12,22 +13,22 @@ from typing import Sequence
 
 import numpy as np
 
+from flaxdigits.errors import need
+
 WRONG = "#c62828"
 RIGHT = "#2e7d32"
 
 
-def _plt():
-    import matplotlib
-
+def pyplot():
+    """matplotlib.pyplot, headless unless a display is configured."""
+    matplotlib = need("matplotlib", "report", "plotting")
     if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
         matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return need("matplotlib.pyplot", "report", "plotting")
 
 
 def _grid(n: int, cols: int):
-    plt = _plt()
+    plt = pyplot()
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows), squeeze=False)
     for ax in axes.flat:
@@ -48,7 +49,7 @@ def samples(images: np.ndarray, labels: np.ndarray, n: int = 32, cols: int = 8):
 
 def curves(histories: dict[str, Sequence[dict[str, float]]]):
     """Loss and accuracy per epoch, train (dashed) and test (solid), one colour per run."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, (name, history) in enumerate(histories.items()):
         colour = f"C{i}"
@@ -99,7 +100,7 @@ def predictions(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, n: in
 
 def confusion(labels: np.ndarray, predicted: np.ndarray):
     """The 10x10 confusion matrix with counts (rows: true digit, columns: predicted)."""
-    plt = _plt()
+    plt = pyplot()
     m = confusion_matrix(labels, predicted)
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     shown = np.where(np.eye(10, dtype=bool), 0, m)  # colour the errors, not the diagonal
@@ -145,5 +146,5 @@ def save(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from flaxdigits.errors import InputError
 
@@ -84,8 +85,6 @@ def _sketchpad_array(value: dict) -> np.ndarray | None:
 
 
 def _open(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
     if not path.is_file():
         raise InputError(f"{path}: no such image file")
     try:
@@ -168,8 +167,6 @@ def _ink(gray_alpha: tuple[np.ndarray, np.ndarray | None]) -> np.ndarray:
 
 def _fit(ink: np.ndarray, box: int) -> np.ndarray:
     """Scale the longer side to `box` pixels, keeping the aspect ratio, with anti-aliasing."""
-    from PIL import Image
-
     h, w = ink.shape
     scale = box / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))

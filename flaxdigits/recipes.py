@@ -1,14 +1,16 @@
 """Named training recipes: `flaxdigits train --recipe NAME` (flags after it override values).
 
 Each recipe says how to run it; the README's results table gives what it reached, measured.
+`resolve("cnn-fast", epochs=3)` is what the command line does with a recipe and its flags.
 """
 
 from __future__ import annotations
 
-from flaxdigits.augment import DEFAULT as AUGMENT
+from typing import Any
+
+from flaxdigits.config import DEFAULT_AUGMENT as AUGMENT
+from flaxdigits.config import ModelConfig, TrainConfig
 from flaxdigits.errors import InputError
-from flaxdigits.models import ModelConfig
-from flaxdigits.training import TrainConfig
 
 CNN = ModelConfig(kind="cnn", channels=(32, 64), kernels=(5, 3), dense=128)
 
@@ -35,3 +37,9 @@ def recipe(name: str) -> TrainConfig:
     if name not in RECIPES:
         raise InputError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
     return RECIPES[name]
+
+
+def resolve(name: str | None = None, **overrides: Any) -> TrainConfig:
+    """Recipe `name` (None: the defaults, which are the seed recipe) with flat `overrides` of
+    any TrainConfig or ModelConfig field applied (see `TrainConfig.with_options`)."""
+    return (recipe(name) if name else TrainConfig()).with_options(**overrides)

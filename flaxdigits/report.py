@@ -14,10 +14,16 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-from flaxdigits import plots
+import jax
+
+from flaxdigits import __version__, plots
+from flaxdigits.config import ModelConfig, TrainConfig
 from flaxdigits.data import Mnist
-from flaxdigits.models import ModelConfig
-from flaxdigits.training import TrainConfig, TrainResult, train
+from flaxdigits.errors import need
+from flaxdigits.training import TrainResult, train
+
+# The report is its figures: without matplotlib, say so on import, not after minutes of training.
+need("matplotlib", "report", "flaxdigits report")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +121,6 @@ def write_report(out: str | Path, data: Mnist, seeds: int = 3, epochs: int = 5,
                  batch_size: int = 32, command: str = "",
                  on_run: Callable[[Ablation, int, TrainResult], None] | None = None) -> Path:
     """Run the study on `data` and write report.md, report.json and the figures to `out`."""
-    import jax
-
-    import flaxdigits
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = run_study(data, seeds, epochs, batch_size, on_run)
@@ -128,7 +130,7 @@ def write_report(out: str | Path, data: Mnist, seeds: int = 3, epochs: int = 5,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": command,
         "machine": f"{platform.machine()}, {jax.default_backend()} backend",
-        "versions": {"flaxdigits": flaxdigits.__version__, "jax": jax.__version__},
+        "versions": {"flaxdigits": __version__, "jax": jax.__version__},
         "data": {"source": data.source, "train": len(data.train_labels),
                  "test": len(data.test_labels)},
         "recipe": {"epochs": epochs, "batch_size": batch_size, "lr": TrainConfig.lr,

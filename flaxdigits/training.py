@@ -20,61 +20,23 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from flaxdigits.augment import Augment, affine
+from flaxdigits.augment import affine
+from flaxdigits.config import TrainConfig
 from flaxdigits.data import Mnist
 from flaxdigits.errors import InputError
 from flaxdigits.inference import Classifier, evaluate_pixels
-from flaxdigits.models import ModelConfig, build_model
+from flaxdigits.models import build_model
+from flaxdigits.paths import cache_dir
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """A training run: the model plus the optimisation recipe."""
-
-    model: ModelConfig = ModelConfig()
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-3  # peak learning rate
-    seed: int = 0
-    schedule: str = "constant"  # or "cosine": linear warm-up, then cosine decay to zero
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0  # decoupled (AdamW) when > 0
-    label_smoothing: float = 0.0
-    augment: Augment = Augment()  # all zero: no augmentation
-    loop: str = "auto"  # "scan": an epoch is one compiled program; "step": one call per batch
-    unroll: int = 1  # scan steps per loop iteration; >1 compiled slower, ran no faster on CPU
-    # Training matmuls in bfloat16 (parameters, optimizer and evaluation stay float32): for
-    # GPUs and TPUs; XLA:CPU has no fast bfloat16 matmul.
-    compute_dtype: str = "float32"
-
-    def __post_init__(self):
-        if isinstance(self.augment, dict):  # as read back from a checkpoint
-            object.__setattr__(self, "augment", Augment(**self.augment))
-        for name in ("epochs", "batch_size", "unroll"):
-            if int(getattr(self, name)) < 1:
-                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise InputError(f"lr must be positive, got {self.lr}")
-        if self.schedule not in ("constant", "cosine"):
-            raise InputError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.loop not in ("auto", "scan", "step"):
-            raise InputError(f"loop must be 'auto', 'scan' or 'step', got {self.loop!r}")
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            raise InputError(f"compute_dtype must be 'float32' or 'bfloat16', got "
-                             f"{self.compute_dtype!r}")
-        if not (self.warmup_epochs >= 0 and self.weight_decay >= 0
-                and 0 <= self.label_smoothing < 1):
-            raise InputError("warmup_epochs and weight_decay must be >= 0 and label_smoothing "
-                             "in [0, 1)")
-
-    def resolved_loop(self, backend: str | None = None) -> str:
-        """The loop to run: "auto" means a scan for the MLP everywhere and for the CNN on
-        accelerators, one jitted step per batch for the CNN on CPU, where a conv step ran 9x
-        slower inside `lax.scan` (364 vs 40 ms per batch of 128)."""
-        if self.loop != "auto":
-            return self.loop
-        backend = backend or jax.default_backend()
-        return "step" if self.model.kind == "cnn" and backend == "cpu" else "scan"
+def resolve_loop(config: TrainConfig, backend: str | None = None) -> str:
+    """The loop `config` runs: "auto" means a scan for the MLP everywhere and for the CNN on
+    accelerators, one jitted step per batch for the CNN on CPU, where a conv step ran 9x slower
+    inside `lax.scan` (364 vs 40 ms per batch of 128)."""
+    if config.loop != "auto":
+        return config.loop
+    backend = backend or jax.default_backend()
+    return "step" if config.model.kind == "cnn" and backend == "cpu" else "scan"
 
 
 class TrainState(train_state.TrainState):
@@ -228,7 +190,7 @@ def compile_epoch(state: TrainState, images: jax.Array, labels: jax.Array, key: 
 
     Returns f(state, images, labels, key) -> (state, mean metrics) for either loop.
     """
-    if config.resolved_loop() == "scan":
+    if resolve_loop(config) == "scan":
         return compile_lowered(train_epoch.lower(state, images, labels, key, config))
     order, keys = epoch_plan(key, images.shape[0], config.batch_size)
     step = compile_lowered(train_batch.lower(state, images, labels, order[0], keys[0], config))
@@ -261,8 +223,6 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     benchmarks do. Default folder: $FLAXDIGITS_CACHE_DIR/jax, else ~/.cache/flaxdigits/jax.
     On CPU it cut process start to first training step from ~3.6 s to ~2.3 s.
     """
-    from flaxdigits.checkpoints import cache_dir
-
     path = Path(path).expanduser() if path is not None else cache_dir() / "jax"
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)

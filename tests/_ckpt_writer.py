@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from flaxdigits.checkpoints import save
+from flaxdigits.checkpoint_file import save
 
 path = sys.argv[1]
 rng = np.random.default_rng(int(sys.argv[2]))

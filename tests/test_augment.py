@@ -2,18 +2,20 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits.augment import DEFAULT, Augment, affine
+from flaxdigits.augment import affine
+from flaxdigits.config import DEFAULT_AUGMENT as DEFAULT
+from flaxdigits.config import Augment, TrainConfig
 from flaxdigits.errors import InputError
-from flaxdigits.training import prng_key
+from flaxdigits.training import prng_key, train
 
 
-def test_zero_strength_is_the_identity(mnist):
-    x = mnist.train_images[:64]
+def test_zero_strength_is_the_identity(digits):
+    x = digits.train_images[:64]
     np.testing.assert_array_equal(np.asarray(affine(prng_key(0), x, Augment())), x)
 
 
-def test_shapes_range_and_change(mnist):
-    x = mnist.train_images[:64]
+def test_shapes_range_and_change(digits):
+    x = digits.train_images[:64]
     out = np.asarray(affine(prng_key(0), x.reshape(64, 784), DEFAULT))
     assert out.shape == (64, 28, 28) and out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 255
@@ -23,8 +25,8 @@ def test_shapes_range_and_change(mnist):
     assert 0.6 < ratio.min() and ratio.max() < 1.5
 
 
-def test_each_image_gets_its_own_transform_and_keys_matter(mnist):
-    x = np.repeat(mnist.train_images[:1], 8, axis=0)
+def test_each_image_gets_its_own_transform_and_keys_matter(digits):
+    x = np.repeat(digits.train_images[:1], 8, axis=0)
     out = np.asarray(affine(prng_key(0), x, DEFAULT))
     assert len({o.tobytes() for o in out}) == 8
     again = np.asarray(affine(prng_key(0), x, DEFAULT))
@@ -33,8 +35,8 @@ def test_each_image_gets_its_own_transform_and_keys_matter(mnist):
     assert not np.array_equal(out, other)
 
 
-def test_pure_shift_moves_pixels_exactly(mnist):
-    x = mnist.train_images[:1].astype(np.float32)
+def test_pure_shift_moves_pixels_exactly(digits):
+    x = digits.train_images[:1].astype(np.float32)
     out = np.asarray(affine(jax.random.key(0, impl="rbg"), x, Augment(shift=3)))[0]
     # A shift by a non-integer amount blurs, but the centre of mass moves by at most 3 px.
     def com(img):
@@ -55,8 +57,6 @@ def test_augmented_digits_keep_their_labels(mnist):
     (Augmentation only ever sees images; if it turned one digit into another, e.g. by flips or
     large rotations, the labels would stop describing the images and this would fail.)
     """
-    from flaxdigits.training import TrainConfig, train
-
     model = train(TrainConfig(epochs=2, batch_size=128, augment=DEFAULT), mnist).classifier
     x, y = mnist.test_images[:2000], mnist.test_labels[:2000]
     moved = np.asarray(affine(prng_key(3), x, DEFAULT)).astype(np.uint8)

@@ -1,15 +1,11 @@
 """Smoke runs of the benchmark runner on a small subset: no timing assertions."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from flaxdigits.bench import runner as bench
 from flaxdigits.cli import main as cli
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import bench  # noqa: E402
 
 SMALL = ["--n-train", "2048", "--epochs", "2", "--batch-sizes", "256", "--starts", "1"]
 

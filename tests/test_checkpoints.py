@@ -11,18 +11,19 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits import checkpoints
-from flaxdigits.checkpoints import (CheckpointError, load, load_classifier, load_result, save,
-                                    save_result)
+from flaxdigits import checkpoint_file
+from flaxdigits.checkpoint_file import CheckpointError, load, read_header, save
+from flaxdigits.checkpoints import load_result, save_result
+from flaxdigits.config import TrainConfig
 from flaxdigits.inference import Classifier
-from flaxdigits.training import TrainConfig, train
+from flaxdigits.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "v0.1"
 
 
 @pytest.fixture(scope="module")
-def run(mnist):
-    return train(TrainConfig(epochs=1), mnist)
+def run(digits):
+    return train(TrainConfig(epochs=1), digits)
 
 
 @pytest.fixture
@@ -30,10 +31,10 @@ def ckpt(run, tmp_path) -> Path:
     return save_result(tmp_path / "m.ckpt", run)
 
 
-def test_round_trip_predictions_are_bit_identical(run, ckpt, mnist):
+def test_round_trip_predictions_are_bit_identical(run, ckpt, digits):
     loaded = Classifier.load(ckpt)
-    np.testing.assert_array_equal(loaded.predict(mnist.test_images),
-                                  run.classifier.predict(mnist.test_images))
+    np.testing.assert_array_equal(loaded.predict(digits.test_images),
+                                  run.classifier.predict(digits.test_images))
     assert loaded.config == run.config.model
     assert loaded.meta["test"]["accuracy"] == run.test_accuracy
     assert loaded.meta["history"] == run.history
@@ -47,11 +48,11 @@ def test_training_state_round_trips(run, ckpt):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_resume_after_epoch_3_equals_uninterrupted(mnist, tmp_path):
-    config = TrainConfig(epochs=5, seed=1)
-    full = train(config, mnist)
-    first = train(TrainConfig(epochs=3, seed=1), mnist)
-    resumed = train(config, mnist, resume=load_result(save_result(tmp_path / "r.ckpt", first)))
+def test_resume_after_epoch_3_equals_uninterrupted(digits, tmp_path):
+    config = TrainConfig(epochs=5, seed=1).with_options(augment=True)
+    full = train(config, digits)
+    first = train(config.with_options(epochs=3), digits)
+    resumed = train(config, digits, resume=load_result(save_result(tmp_path / "r.ckpt", first)))
     for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
@@ -60,12 +61,12 @@ def test_resume_after_epoch_3_equals_uninterrupted(mnist, tmp_path):
 
 def _rewrite_header(path, change):
     blob = path.read_bytes()
-    start = len(checkpoints.MAGIC) + 8
-    size = int.from_bytes(blob[len(checkpoints.MAGIC):start], "little")
+    start = len(checkpoint_file.MAGIC) + 8
+    size = int.from_bytes(blob[len(checkpoint_file.MAGIC):start], "little")
     header = json.loads(blob[start:start + size])
     change(header)
     new = json.dumps(header).encode()
-    path.write_bytes(checkpoints.MAGIC + len(new).to_bytes(8, "little") + new
+    path.write_bytes(checkpoint_file.MAGIC + len(new).to_bytes(8, "little") + new
                      + blob[start + size:])
 
 
@@ -101,7 +102,7 @@ def test_flipped_payload_byte(ckpt, where):
 
 def test_flipped_header_byte(ckpt):
     blob = bytearray(ckpt.read_bytes())
-    blob[len(checkpoints.MAGIC) + 8] ^= 0xFF  # the header's opening brace
+    blob[len(checkpoint_file.MAGIC) + 8] ^= 0xFF  # the header's opening brace
     ckpt.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="corrupted"):
         Classifier.load(ckpt)
@@ -116,7 +117,7 @@ def test_deleted_part(ckpt, tmp_path):
 
 
 def test_future_format_version(ckpt):
-    _rewrite_header(ckpt, lambda h: h.update(format_version=checkpoints.FORMAT_VERSION + 1))
+    _rewrite_header(ckpt, lambda h: h.update(format_version=checkpoint_file.FORMAT_VERSION + 1))
     with pytest.raises(CheckpointError, match="newer.*upgrade"):
         Classifier.load(ckpt)
 
@@ -127,7 +128,7 @@ def test_params_do_not_match_declared_architecture(ckpt):
         Classifier.load(ckpt)
     _rewrite_header(ckpt, lambda h: h["meta"]["model"].update(hidden=[100, 100]))
     with pytest.raises(CheckpointError, match="do not match the declared architecture"):
-        load_classifier(ckpt)
+        load_result(ckpt)
 
 
 def test_unusable_declared_config(ckpt):
@@ -142,14 +143,14 @@ def test_unwritable_destination(run, tmp_path):
         save_result(tmp_path / "file" / "m.ckpt", run)
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
     path = tmp_path / "k.ckpt"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     rng = random.Random(0)
     seen = set()
     for attempt in range(30):
         proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_ckpt_writer.py"),
-                                 str(path), str(attempt)], stdout=subprocess.PIPE, env=env)
+                                 str(path), str(attempt)], stdout=subprocess.PIPE)
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0, 0.15))
         proc.send_signal(signal.SIGKILL)
@@ -158,3 +159,28 @@ def test_sigkill_during_saves_never_leaves_a_broken_file(tmp_path):
         assert tree["params"]["w"].shape == (meta["n"],)
         seen.add(meta["i"])
     assert len(seen) > 5  # the kills did land at many different points
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_checkpoints_of_release_0_1_still_load_and_predict_the_same(kind):
+    """Small files written by flaxdigits 0.1.0 (format 1), with the probabilities it gave."""
+    path = FIXTURES / f"{kind}.ckpt"
+    header, _ = read_header(path)
+    assert header["format_version"] == 1
+    expected = np.asarray(json.loads((FIXTURES / "expected.json").read_text())[kind])
+    images = np.load(FIXTURES / "images.npy")
+    np.testing.assert_allclose(Classifier.load(path).predict(images), expected, atol=2e-6)
+    run = load_result(path)
+    assert run.config.model.kind == kind and int(run.state.step) == 2_000 // 64
+    np.testing.assert_allclose(run.classifier.predict(images), expected, atol=2e-6)
+
+
+def test_header_reads_without_jax(tmp_path):
+    """The file format needs numpy and msgpack only: a header reads in a process without JAX."""
+    code = ("import sys; from flaxdigits.checkpoint_file import read_header; "
+            f"h, _ = read_header({str(FIXTURES / 'mlp.ckpt')!r}); "
+            "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m); "
+            "print(h['meta']['model']['kind'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "mlp"

@@ -4,18 +4,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from flaxdigits.checkpoints import load_result
 from flaxdigits.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def _cli(*args, env_extra=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
+    env = dict(os.environ, **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "flaxdigits.cli", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=600)
 
@@ -81,10 +77,9 @@ def test_errors_are_one_line_and_nonzero(args, message):
 
 def test_ctrl_c_stops_after_the_last_complete_epoch(mnist_dir, tmp_path):
     ckpt = tmp_path / "m.ckpt"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "flaxdigits.cli", "train", "--epochs", "500",
                              "--data-dir", str(mnist_dir), "--out", str(ckpt)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline:
         time.sleep(0.2)

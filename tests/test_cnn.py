@@ -2,13 +2,13 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits.augment import DEFAULT
 from flaxdigits.checkpoints import load_result, save_result
+from flaxdigits.config import DEFAULT_AUGMENT as DEFAULT
+from flaxdigits.config import ModelConfig, TrainConfig
 from flaxdigits.errors import InputError
 from flaxdigits.inference import Classifier
-from flaxdigits.models import ModelConfig
-from flaxdigits.recipes import RECIPES, recipe
-from flaxdigits.training import TrainConfig, train
+from flaxdigits.recipes import RECIPES, recipe, resolve
+from flaxdigits.training import resolve_loop, train
 
 SMALL_CNN = ModelConfig(kind="cnn", channels=(8, 16), kernels=(5, 3), dense=32)
 
@@ -20,13 +20,13 @@ def _leaves(tree):
 def test_cnn_learns_real_mnist_in_a_fraction_of_an_epoch(mnist):
     config = TrainConfig(model=SMALL_CNN, epochs=1, batch_size=128, lr=3e-3)
     result = train(config, mnist.subset(12_800, 2_000))
-    assert config.resolved_loop("cpu") == "step"
+    assert resolve_loop(config, "cpu") == "step" and resolve_loop(config, "gpu") == "scan"
     assert result.test_accuracy > 0.85  # 100 steps of a tiny CNN; chance is 0.1
 
 
-def test_scan_and_step_loops_compute_the_same_run(mnist):
-    data = mnist.subset(2_048, 500)
-    base = TrainConfig(model=SMALL_CNN, epochs=1, batch_size=128, augment=DEFAULT,
+def test_scan_and_step_loops_compute_the_same_run(digits):
+    data = digits
+    base = TrainConfig(model=SMALL_CNN, epochs=1, batch_size=64, augment=DEFAULT,
                        schedule="cosine", label_smoothing=0.1)
     scan = train(TrainConfig(**{**base.__dict__, "loop": "scan"}), data)
     step = train(TrainConfig(**{**base.__dict__, "loop": "step"}), data)
@@ -34,17 +34,17 @@ def test_scan_and_step_loops_compute_the_same_run(mnist):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
 
 
-def test_augmented_training_is_deterministic(mnist):
-    data = mnist.subset(2_048, 500)
-    config = TrainConfig(model=SMALL_CNN, epochs=1, batch_size=128, augment=DEFAULT)
+def test_augmented_training_is_deterministic(digits):
+    data = digits
+    config = TrainConfig(model=SMALL_CNN, epochs=1, batch_size=64, augment=DEFAULT)
     a, b = train(config, data), train(config, data)
     for x, y in zip(_leaves(a.params), _leaves(b.params)):
         np.testing.assert_array_equal(x, y)
 
 
-def test_cnn_checkpoint_round_trip_and_resume(mnist, tmp_path):
-    data = mnist.subset(2_048, 500)
-    config = TrainConfig(model=SMALL_CNN, epochs=2, batch_size=128, schedule="cosine",
+def test_cnn_checkpoint_round_trip_and_resume(digits, tmp_path):
+    data = digits
+    config = TrainConfig(model=SMALL_CNN, epochs=2, batch_size=64, schedule="cosine",
                          warmup_epochs=0.5, weight_decay=1e-4, augment=DEFAULT)
     full = train(config, data)
     path = tmp_path / "cnn.ckpt"
@@ -73,6 +73,17 @@ def test_recipes_are_valid_and_unknown_ones_refused():
     assert recipe("cnn-fast").model.kind == "cnn" and recipe("cnn-fast").augment.enabled
     with pytest.raises(InputError, match="unknown recipe"):
         recipe("resnet")
+
+
+def test_resolve_applies_flat_overrides_to_a_recipe():
+    config = resolve("cnn-fast", epochs=3, augment=False, dense=64, seed=7)
+    assert config.model == ModelConfig(kind="cnn", dense=64)
+    assert (config.epochs, config.seed, config.lr, config.augment.enabled) == (3, 7, 3e-3, False)
+    assert resolve(None) == recipe("seed") == TrainConfig()
+    assert resolve("seed", kind="cnn").model == ModelConfig(kind="cnn")  # that kind's defaults
+    assert resolve("seed", augment=True).augment == DEFAULT
+    with pytest.raises(InputError, match="unknown option colour"):
+        resolve("seed", colour="red")
 
 
 @pytest.mark.parametrize("kwargs", [{"channels": (8,), "kernels": (5, 3)},

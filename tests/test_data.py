@@ -1,6 +1,9 @@
 import collections
 import gzip
 import hashlib
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -126,8 +129,20 @@ def _pairs(images, labels):
 
 @pytest.mark.slow
 def test_tfds_prepares_from_local_official_files(mnist_dir, mnist, tmp_path):
-    """The real TFDS route: prepare from the folder, never download, same examples as IDX."""
-    pytest.importorskip("tensorflow_datasets")
+    """The real TFDS route: prepare from the folder, never download, same examples as IDX.
+
+    The first run goes through the CLI with --json: TFDS announces its preparation on stdout,
+    and stdout must still hold exactly one JSON object.
+    """
+    pytest.importorskip("tensorflow")
+    first = subprocess.run(
+        [sys.executable, "-m", "flaxdigits.cli", "train", "--source", "tfds", "--data-dir",
+         str(mnist_dir), "--tfds-dir", str(tmp_path), "--epochs", "1", "--hidden", "16",
+         "--json"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "Downloading and preparing dataset" in first.stderr  # it did prepare, on stderr
+    summary = json.loads(first.stdout)  # the whole of stdout is one JSON object
+    assert summary["data_source"] == "tfds" and summary["test_accuracy"] > 0.85
     m = load_mnist("tfds", mnist_dir, tfds_data_dir=tmp_path)
     assert m.source == "tfds"
     assert m.train_images.shape == (60_000, 28, 28) and m.test_images.shape == (10_000, 28, 28)

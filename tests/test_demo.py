@@ -20,7 +20,8 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from flaxdigits.checkpoints import save_result  # noqa: E402
-from flaxdigits.training import TrainConfig, train  # noqa: E402
+from flaxdigits.config import TrainConfig  # noqa: E402
+from flaxdigits.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -41,7 +42,7 @@ def server(mnist, tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     save_result(folder / "mlp.ckpt", train(TrainConfig(epochs=3), mnist))
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="False",
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False",
                FLAXDIGITS_CACHE_DIR=str(folder / "cache"))
     proc = subprocess.Popen([sys.executable, str(ROOT / "demo" / "app.py"), "--model",
                              str(folder / "mlp.ckpt"), "--port", str(port)], env=env,

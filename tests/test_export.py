@@ -10,20 +10,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("tensorflow", reason="export needs TensorFlow (pip install tensorflow-cpu)")
-pytest.importorskip("ai_edge_litert", reason="running .tflite needs ai-edge-litert")
+pytest.importorskip("tensorflow", reason="export needs TensorFlow: pip install "
+                    "'flaxdigits[export]'")
+pytest.importorskip("ai_edge_litert", reason="running .tflite needs pip install "
+                    "'flaxdigits[litert]'")
 
 from flaxdigits.checkpoints import save_result  # noqa: E402
 from flaxdigits.cli import main  # noqa: E402
+from flaxdigits.config import ModelConfig, TrainConfig  # noqa: E402
 from flaxdigits.errors import InputError  # noqa: E402
 from flaxdigits.export import (ExportError, calibration_images, export_tflite,  # noqa: E402
                                to_tflite)
 from flaxdigits.inference import Classifier  # noqa: E402
 from flaxdigits.litert import LiteRTClassifier, LiteRTError, load_model  # noqa: E402
-from flaxdigits.models import ModelConfig  # noqa: E402
-from flaxdigits.training import TrainConfig, train  # noqa: E402
+from flaxdigits.training import train  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 2_000
 KINDS = {
     "mlp": TrainConfig(epochs=1),
@@ -45,6 +46,15 @@ def trained(request, mnist, tmp_path_factory):
 @pytest.fixture(scope="module")
 def calibration(mnist):
     return calibration_images(mnist.train_images)
+
+
+@pytest.fixture(scope="module")
+def small(digits, tmp_path_factory):
+    """(checkpoint path, Classifier, probabilities) of an MLP trained on synthetic digits."""
+    path = tmp_path_factory.mktemp("small") / "model.ckpt"
+    save_result(path, train(TrainConfig(model=ModelConfig(hidden=(32,)), epochs=1), digits))
+    model = Classifier.load(path)
+    return path, model, model.predict(digits.test_images)
 
 
 # quantize -> (min argmax agreement with JAX, max |probability difference| or None)
@@ -75,8 +85,9 @@ def test_every_variant_matches_jax_in_litert(trained, calibration, mnist, tmp_pa
     assert sizes["float16"] < 0.6 * sizes["none"]
 
 
-def test_metadata_says_how_to_feed_the_file(trained, calibration, tmp_path):
-    path, model, _ = trained
+def test_metadata_says_how_to_feed_the_file(small, digits, tmp_path):
+    path, model, _ = small
+    calibration = calibration_images(digits.train_images)
     meta = LiteRTClassifier.load(
         export_tflite(model, tmp_path / "m.tflite", "int8", calibration=calibration)["path"]).meta
     assert meta["format"] == "flaxdigits-tflite" and meta["quantize"] == "int8"
@@ -89,16 +100,16 @@ def test_metadata_says_how_to_feed_the_file(trained, calibration, tmp_path):
     assert meta["source"]["history"] == model.meta["history"]
 
 
-def test_a_larger_batch_pads_the_last_call(trained, mnist, tmp_path):
-    _, model, expected = trained
+def test_a_larger_batch_pads_the_last_call(small, digits, tmp_path):
+    _, model, expected = small
     lite = LiteRTClassifier.load(export_tflite(model, tmp_path / "b.tflite", batch=16)["path"])
     assert lite.batch == 16
-    probs = lite.predict(mnist.test_images[:37])  # 2 full calls and one padded
+    probs = lite.predict(digits.test_images[:37])  # 2 full calls and one padded
     np.testing.assert_allclose(probs, expected[:37], atol=1e-5)
 
 
-def test_export_errors(trained, tmp_path):
-    _, model, _ = trained
+def test_export_errors(small, tmp_path):
+    _, model, _ = small
     with pytest.raises(InputError, match="quantize must be one of"):
         export_tflite(model, tmp_path / "x.tflite", "int4")
     with pytest.raises(InputError, match="int8 export needs calibration"):
@@ -115,8 +126,8 @@ def test_export_errors(trained, tmp_path):
         export_tflite(model, target)
 
 
-def test_damaged_or_foreign_files_are_refused(trained, tmp_path):
-    _, model, _ = trained
+def test_damaged_or_foreign_files_are_refused(small, tmp_path):
+    _, model, _ = small
     good = Path(export_tflite(model, tmp_path / "good.tflite")["path"]).read_bytes()
     (tmp_path / "foreign.tflite").write_bytes(to_tflite(model))  # no flaxdigits metadata
     with pytest.raises(LiteRTError, match="not one exported by flaxdigits"):
@@ -136,9 +147,8 @@ def test_damaged_or_foreign_files_are_refused(trained, tmp_path):
 
 
 def _cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "flaxdigits.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("trained", ["mlp"], indirect=True)

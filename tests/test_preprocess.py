@@ -3,8 +3,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from flaxdigits.errors import InputError
+from flaxdigits.config import TrainConfig
 from flaxdigits.preprocess import BlankImage, to_mnist, to_mnist_batch
-from flaxdigits.training import TrainConfig, train
+from flaxdigits.training import train
 
 
 def render_like_a_brush(img: np.ndarray, rng) -> np.ndarray:

@@ -3,10 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flaxdigits.config import ModelConfig, TrainConfig
 from flaxdigits.errors import InputError
-from flaxdigits.models import ModelConfig
-from flaxdigits.training import (TrainConfig, create_state, prng_key, shuffle, train,
-                                 train_step)
+from flaxdigits.training import create_state, prng_key, shuffle, train, train_step
 
 
 def _leaves(tree):
@@ -22,8 +21,8 @@ def test_one_epoch_of_the_seed_mlp_on_real_mnist(mnist):
     assert h["train_accuracy"] > 0.85 and h["seconds"] > 0
 
 
-def test_same_seed_same_params_other_seed_differs(mnist):
-    small = mnist.subset(6_000, 1_000)
+def test_same_seed_same_params_other_seed_differs(digits):
+    small = digits
     a = train(TrainConfig(epochs=2, seed=3), small)
     b = train(TrainConfig(epochs=2, seed=3), small)
     c = train(TrainConfig(epochs=2, seed=4), small)
@@ -36,13 +35,13 @@ def test_same_seed_same_params_other_seed_differs(mnist):
 
 @pytest.mark.parametrize("model", [ModelConfig(hidden=()), ModelConfig(hidden=(64, 32)),
                                    ModelConfig(scale=False)])
-def test_model_variants_learn(mnist, model):
-    result = train(TrainConfig(model=model, epochs=1), mnist.subset(10_000, 2_000))
-    assert result.test_accuracy > 0.75
+def test_model_variants_learn(digits, model):
+    result = train(TrainConfig(model=model, epochs=3), digits)
+    assert result.test_accuracy > 0.4  # chance is 0.1
 
 
-def test_bfloat16_compute_keeps_float32_parameters_and_learns(mnist):
-    small = mnist.subset(10_000, 2_000)
+def test_bfloat16_compute_keeps_float32_parameters_and_learns(digits):
+    small = digits
     result = train(TrainConfig(epochs=1, compute_dtype="bfloat16"), small)
     assert {str(x.dtype) for x in jax.tree.leaves(result.state)} <= {"float32", "int32"}
     x = jnp.zeros((4, 784), jnp.uint8)
@@ -51,8 +50,8 @@ def test_bfloat16_compute_keeps_float32_parameters_and_learns(mnist):
     assert len(dots) == 2 and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
     assert jaxpr.out_avals[0].dtype == jnp.float32  # the loss sees float32 logits
     reference = train(TrainConfig(epochs=1), small)
-    assert abs(result.test_accuracy - reference.test_accuracy) < 0.02
-    assert result.test_accuracy > 0.85
+    assert abs(result.test_accuracy - reference.test_accuracy) < 0.05
+    assert result.test_accuracy > 0.3
 
 
 def test_softmax_regression_has_no_hidden_layer():
@@ -89,12 +88,12 @@ def test_bad_train_configs_are_refused(kwargs):
 
 
 @pytest.mark.parametrize("kwargs, message", [({"hidden": (0,)}, "positive"),
-                                             ({"kind": "rnn"}, "unknown model kind")])
+                                             ({"kind": "rnn"}, "kind must be one of mlp, cnn")])
 def test_bad_model_configs_are_refused(kwargs, message):
     with pytest.raises(InputError, match=message):
         ModelConfig(**kwargs)
 
 
-def test_batch_larger_than_data(mnist):
+def test_batch_larger_than_data(digits):
     with pytest.raises(InputError, match="exceeds"):
-        train(TrainConfig(batch_size=128), mnist.subset(100, 10))
+        train(TrainConfig(batch_size=128), digits.subset(100, 10))

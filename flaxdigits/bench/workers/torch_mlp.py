@@ -6,7 +6,7 @@ device, a fresh permutation per epoch, `Adam(fused=True)` where the build has it
 
 import time
 
-import common
+from flaxdigits.bench.workers import common
 
 args = common.parse_args()
 if args.model != "mlp":

@@ -1,13 +1,13 @@
 """flaxdigits worker: the library's own training loop (`train`), cold start included."""
 
-import common
+from flaxdigits.bench.workers import common
 
 args = common.parse_args()
 
 import jax  # noqa: E402
 
-from flaxdigits.models import ModelConfig  # noqa: E402
-from flaxdigits.training import (TrainConfig, create_state, enable_compilation_cache,  # noqa: E402
+from flaxdigits.config import ModelConfig, TrainConfig  # noqa: E402
+from flaxdigits.training import (create_state, enable_compilation_cache, resolve_loop,  # noqa: E402
                                  train, train_step)
 
 if args.cache:
@@ -32,7 +32,7 @@ common.report({
     "framework": "flaxdigits",
     "version": f"jax {jax.__version__}",
     "device": common.jax_device(),
-    "loop": config.resolved_loop(),
+    "loop": resolve_loop(config),
     "unroll": config.unroll,
     "compute_dtype": config.compute_dtype,
     "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size,

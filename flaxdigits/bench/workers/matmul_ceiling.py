@@ -10,7 +10,7 @@ nothing, so it reports no accuracy.
 
 import time
 
-import common
+from flaxdigits.bench.workers import common
 
 args = common.parse_args()
 if args.model != "mlp":

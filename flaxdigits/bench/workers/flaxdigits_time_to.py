@@ -1,6 +1,7 @@
 """flaxdigits worker for time to accuracy: train a recipe until the test accuracy reaches a target.
 
-    python flaxdigits_time_to.py DATA_DIR RECIPE TARGET [--n-train N] [--compute-dtype D]
+    python -m flaxdigits.bench.workers.flaxdigits_time_to DATA_DIR RECIPE TARGET [--n-train N]
+        [--compute-dtype D]
 
 Reports the training seconds of the epochs up to the one that reached the target (compilation
 apart), or all of them if it never did.
@@ -17,7 +18,7 @@ ap.add_argument("--n-train", type=int, default=None)
 ap.add_argument("--compute-dtype", default="float32")
 args = ap.parse_args()
 
-import common  # noqa: E402
+from flaxdigits.bench.workers import common  # noqa: E402
 from flaxdigits.recipes import recipe  # noqa: E402
 from flaxdigits.training import train  # noqa: E402
 

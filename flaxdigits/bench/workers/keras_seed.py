@@ -7,7 +7,7 @@
 import os
 import time
 
-import common
+from flaxdigits.bench.workers import common
 
 args = common.parse_args()
 if args.model != "mlp":

@@ -55,7 +55,7 @@ def missing(framework: str, error: ImportError) -> None:
 
 def jax_device() -> str:
     """The JAX device the worker ran on, as "platform: kind"."""
-    import jax
+    import jax  # here, not on top: the Keras and PyTorch workers' memory must not include JAX
 
     device = jax.devices()[0]
     return f"{device.platform}: {device.device_kind}"

@@ -1,0 +1,1 @@
+"""Training workers, one process per benchmark row: `python -m flaxdigits.bench.workers.NAME`."""

@@ -1,0 +1,171 @@
+"""The checkpoint file format: one self-describing file, written atomically, verified when read.
+
+File layout (no pickle anywhere)::
+
+    b"FLAXDIGITS-CKPT\\n" | header length (8 bytes, little endian) | header (JSON) | payload
+
+The JSON header holds the format version, the metadata (model and training config, history,
+test metrics, versions) and the SHA-256 and length of the payload. The payload is msgpack: a
+nested dict of arrays (params, optimizer state, step), each array as dtype, shape and raw bytes.
+This module needs only numpy and msgpack (no JAX), so reading a header or writing a file is
+cheap; `flaxdigits.checkpoints` saves and loads training runs on top of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from flaxdigits.config import ModelConfig, TrainConfig
+from flaxdigits.errors import FlaxdigitsError
+from flaxdigits.paths import write_atomic
+
+FORMAT_VERSION = 1
+MAGIC = b"FLAXDIGITS-CKPT\n"
+SUFFIX = ".ckpt"
+
+
+class CheckpointError(FlaxdigitsError):
+    """A checkpoint is missing, damaged, from the future or does not fit its architecture."""
+
+
+def save(path: str | os.PathLike, tree: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write `tree` (nested dicts of arrays) and JSON-able `meta` to `path` atomically.
+
+    A crash at any moment leaves either the previous file or the new one (see `write_atomic`).
+    """
+    payload = msgpack.packb(_encode(tree), use_bin_type=True)
+    header = json.dumps({
+        "format_version": FORMAT_VERSION,
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "payload_bytes": len(payload),
+        "meta": meta,
+    }, sort_keys=True).encode()
+    blob = b"".join([MAGIC, len(header).to_bytes(8, "little"), header, payload])
+    return write_atomic(path, blob, "checkpoint", CheckpointError)
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """The verified header of the checkpoint at `path` and its payload bytes."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a flaxdigits checkpoint file")
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    if not blob.startswith(MAGIC):
+        if MAGIC.startswith(blob):
+            raise CheckpointError(f"{path} is truncated ({len(blob)} bytes)")
+        raise CheckpointError(f"{path} is not a flaxdigits checkpoint")
+    start = len(MAGIC) + 8
+    if len(blob) < start:
+        raise CheckpointError(f"{path} is truncated ({len(blob)} bytes)")
+    size = int.from_bytes(blob[len(MAGIC):start], "little")
+    if len(blob) < start + size:
+        raise CheckpointError(f"{path} is truncated ({len(blob)} bytes, header needs "
+                              f"{start + size})")
+    try:
+        header = json.loads(blob[start:start + size])
+        version = header["format_version"]
+        payload = blob[start + size:]
+        expected = header["payload_bytes"], header["payload_sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path} is corrupted (unreadable header)") from None
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {version}, newer than this "
+                              f"flaxdigits reads ({FORMAT_VERSION}): upgrade flaxdigits")
+    if len(payload) < expected[0]:
+        raise CheckpointError(f"{path} is truncated (payload {len(payload)} of "
+                              f"{expected[0]} bytes)")
+    if len(payload) > expected[0] or hashlib.sha256(payload).hexdigest() != expected[1]:
+        raise CheckpointError(f"{path} is corrupted (payload checksum mismatch)")
+    return header, payload
+
+
+def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(meta, tree) of the checkpoint at `path`, verified."""
+    header, payload = read_header(path)
+    try:
+        tree = _decode(msgpack.unpackb(payload, raw=False))
+    except Exception:  # the checksum matched, so this is a writer bug or tampering
+        raise CheckpointError(f"{path} is corrupted (undecodable payload)") from None
+    if not isinstance(tree, dict) or not isinstance(header["meta"], dict):
+        raise CheckpointError(f"{path} is corrupted (unexpected layout)")
+    return header["meta"], tree
+
+
+def require(tree: dict[str, Any], key: str, path: str | os.PathLike) -> Any:
+    """tree[key], or a clear error naming the missing part."""
+    if key not in tree:
+        raise CheckpointError(f"{path} is incomplete: it has no {key!r}")
+    return tree[key]
+
+
+def check_like(template: Any, restored: Any, path: str | os.PathLike, where: str = "") -> None:
+    """Raise unless `restored` has the tree structure and array shapes of `template`."""
+    if isinstance(template, dict):
+        if not isinstance(restored, dict) or set(template) != set(restored):
+            got = sorted(restored) if isinstance(restored, dict) else type(restored).__name__
+            raise CheckpointError(f"{path}: parameters do not match the declared architecture "
+                                  f"at {where or '/'}: expected {sorted(template)}, got {got}")
+        for k in template:
+            check_like(template[k], restored[k], path, f"{where}/{k}")
+        return
+    shape = tuple(getattr(template, "shape", None) or np.shape(template))
+    got = tuple(np.shape(restored))
+    if shape != got:
+        raise CheckpointError(f"{path}: parameters do not match the declared architecture: "
+                              f"{where} has shape {list(got)}, expected {list(shape)}")
+
+
+def find_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The checkpoint files in `folder`, sorted by name ([] if it does not exist)."""
+    folder = Path(folder)
+    return sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []
+
+
+def best_path(path: str | os.PathLike) -> Path:
+    """Where the best-so-far companion of checkpoint `path` lives: NAME.best.ckpt."""
+    path = Path(path)
+    return path.with_name(f"{path.name.removesuffix(SUFFIX)}.best{SUFFIX}")
+
+
+def _encode(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _encode(v) for k, v in x.items()}
+    a = np.asarray(x)
+    return {"__array__": True, "dtype": a.dtype.str, "shape": list(a.shape),
+            "data": np.ascontiguousarray(a).tobytes()}
+
+
+def _decode(x: Any) -> Any:
+    if isinstance(x, dict) and x.get("__array__") is True:
+        return np.frombuffer(x["data"], dtype=np.dtype(x["dtype"])).reshape(x["shape"]).copy()
+    if isinstance(x, dict):
+        return {k: _decode(v) for k, v in x.items()}
+    raise ValueError(f"unexpected payload node {type(x).__name__}")
+
+
+def model_config(meta: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
+    """The model config a checkpoint's metadata declares, or a clear error."""
+    return declared_config(meta, path).model
+
+
+def declared_config(meta: dict[str, Any], path: str | os.PathLike) -> TrainConfig:
+    """The training config (model included) a checkpoint's metadata declares."""
+    if meta.get("kind") != "flaxdigits-model":
+        raise CheckpointError(f"{path} is a checkpoint but not of a flaxdigits model")
+    try:
+        return TrainConfig.from_dict({**meta["train"], "model": meta["model"]})
+    except (KeyError, TypeError, FlaxdigitsError) as e:
+        raise CheckpointError(f"{path} declares an unusable model or training config: {e}") \
+            from None

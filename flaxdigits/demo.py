@@ -1,0 +1,186 @@
+"""Draw a digit, see what the model thinks: a Gradio sketchpad over saved flaxdigits models.
+
+    flaxdigits demo [--model PATH ...] [--port 7860]
+    python demo/app.py [--model PATH ...] [--port 7860]   (from a checkout)
+
+Needs gradio (the `demo` extra). Serves on 127.0.0.1 only, without a share link or analytics.
+Drawings and uploads go through `flaxdigits.preprocess.to_mnist` (the MNIST recipe: crop, fit
+20x20, centre of mass), and the 28x28 image the model sees is shown beside the prediction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from flaxdigits.checkpoint_file import find_checkpoints
+from flaxdigits.errors import FlaxdigitsError, need
+from flaxdigits.inference import Classifier
+from flaxdigits.paths import DEFAULT_MODEL_DIR, cache_dir
+from flaxdigits.preprocess import BlankImage, to_mnist
+
+PROMPT = "Draw a digit in the box (one digit, as large as you like), or upload an image."
+CANVAS = 280
+PREVIEW = 168  # the 28x28 input, shown 6x larger
+
+# Selects the brush on page load and after each clear: Gradio's Sketchpad starts with no tool.
+SELECT_BRUSH_JS = """
+() => {
+  const pick = () => {
+    const b = document.querySelector('#sketch button[aria-label="Brush"]');
+    if (b) b.click();
+  };
+  setTimeout(pick, 300);
+  setTimeout(pick, 1500);
+  document.addEventListener('click', (e) => {
+    const t = e.target.closest('#sketch button');
+    if (t && /clear/i.test(t.getAttribute('aria-label') || t.title || '')) setTimeout(pick, 200);
+  }, true);
+}
+"""
+
+
+class Models:
+    """Checkpoints by name, each loaded on first use."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = {p.name: p for p in paths}
+        self._loaded: dict[str, Classifier] = {}
+
+    def get(self, name: str) -> Classifier:
+        """The model called `name`, loading it if needed."""
+        if name not in self._loaded:
+            self._loaded[name] = Classifier.load(self.paths[name])
+        return self._loaded[name]
+
+
+def classify(models: Models, name: str, image) -> tuple[dict, str, str]:
+    """(top-3 label dict, 28x28 preview as HTML, status message) for a sketch or a file."""
+    try:
+        x = to_mnist(image)
+    except BlankImage:
+        return {}, "", PROMPT
+    except FlaxdigitsError as e:
+        return {}, "", f"**Cannot read that image:** {e}"
+    probs = models.get(name).predict(x[None])[0]
+    top = {str(d): float(probs[d]) for d in np.argsort(-probs)[:3]}
+    best = int(probs.argmax())
+    return top, preview_html(x), f"Looks like a **{best}** ({probs[best]:.0%} sure)."
+
+
+def preview_html(x: np.ndarray) -> str:
+    """The 28x28 input as an inline PNG, drawn large with visible pixels.
+
+    Inline, because Gradio caches image outputs as files named by content, and concurrent
+    requests with the same preview rewrote the file while it was being served.
+    """
+    buf = io.BytesIO()
+    Image.fromarray(255 - x).save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (f'<img alt="28x28 model input" src="data:image/png;base64,{data}" width="{PREVIEW}" '
+            f'height="{PREVIEW}" style="image-rendering: pixelated; border: 1px solid #ccc">')
+
+
+def gradio():
+    """The gradio module, configured first (see `configure_environment`)."""
+    configure_environment()
+    return need("gradio", "demo", "the demo")
+
+
+def build(models: Models):
+    """The Gradio Blocks app."""
+    gr = gradio()
+
+    names = list(models.paths)
+    with gr.Blocks(title="flaxdigits") as app:
+        gr.Markdown("# flaxdigits: draw a digit\nA JAX/Flax model trained on MNIST reads "
+                    "your handwriting. The prediction updates after every stroke.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                sketch = gr.Sketchpad(
+                    label="Draw here", elem_id="sketch", type="numpy", image_mode="RGBA",
+                    canvas_size=(CANVAS, CANVAS), fixed_canvas=True, layers=False,
+                    brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
+                )
+                upload = gr.File(label="...or upload an image (PNG, JPEG, ...)",
+                                 type="filepath", elem_id="upload")
+            with gr.Column(scale=2):
+                model = gr.Dropdown(names, value=names[0], label="Model", elem_id="model")
+                status = gr.Markdown(PROMPT, elem_id="status")
+                label = gr.Label(num_top_classes=3, label="Prediction", elem_id="label")
+                gr.Markdown("What the model sees (28x28):")
+                preview = gr.HTML(elem_id="preview")
+
+        def on_sketch(name, value):
+            return classify(models, name, value)
+
+        def on_upload(name, path):
+            if path is None:
+                return {}, "", PROMPT
+            return classify(models, name, path)
+
+        outputs = [label, preview, status]
+        sketch.change(on_sketch, [model, sketch], outputs, trigger_mode="always_last",
+                      api_name="predict_sketch")
+        # Clearing resets the outputs itself: a blank canvas's change event alone was sometimes
+        # overtaken by the last stroke's prediction, leaving an old answer beside an empty box.
+        sketch.clear(lambda: ({}, "", PROMPT), None, outputs, api_name=False)
+        upload.upload(on_upload, [model, upload], outputs, api_name="predict_upload")
+        upload.clear(lambda: ({}, "", PROMPT), None, outputs, api_name=False)
+        model.change(on_sketch, [model, sketch], outputs, api_name=False)
+    return app
+
+
+def local_theme():
+    """Gradio's default look with system fonts: the stock theme fetches Google Fonts."""
+    gr = gradio()
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "monospace"])
+
+
+def configure_environment() -> Path:
+    """No analytics or update checks; Gradio's temporary files under our cache folder."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    tmp = cache_dir() / "gradio"
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp)
+    return tmp
+
+
+def launch(model_paths: list[str] | None = None, port: int = 7860, block: bool = True):
+    """Serve the demo on 127.0.0.1:`port` over the given checkpoints (default: models/*.ckpt)."""
+    gradio()  # a missing gradio is reported before any model is loaded
+    paths = [Path(p) for p in model_paths] if model_paths else find_checkpoints(DEFAULT_MODEL_DIR)
+    if not paths:
+        raise FlaxdigitsError(f"no models to serve: train one first (flaxdigits train --out "
+                              f"{DEFAULT_MODEL_DIR}/mlp.ckpt) or pass --model PATH")
+    for p in paths:
+        Classifier.load(p)  # fail now, with the checkpoint's own message, not at first stroke
+    app = build(Models(paths))
+    app.queue(default_concurrency_limit=4)
+    app.launch(server_name="127.0.0.1", server_port=port, share=False, js=SELECT_BRUSH_JS,
+               theme=local_theme(), prevent_thread_lock=not block, show_error=False)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python demo/app.py` and `python -m flaxdigits.demo`: parse arguments and serve."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", help="checkpoint to offer (repeatable)")
+    ap.add_argument("--port", type=int, default=7860)
+    args = ap.parse_args(argv)
+    try:
+        launch(args.model, args.port)
+    except FlaxdigitsError as e:
+        sys.exit(f"flaxdigits demo: error: {e}")
+
+
+if __name__ == "__main__":
+    main()
