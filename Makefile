@@ -2,12 +2,13 @@
 #   make run    set up .venv, train the default model if there is none, evaluate it, then
 #               serve the sketchpad demo on http://127.0.0.1:7860
 #   make test   set up .venv with the test tools and run the whole test suite
+#               (make test-fast: the synthetic-data tier alone, in seconds)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/mlp.ckpt
 
-.PHONY: run test bench clean
+.PHONY: run test test-fast bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -15,9 +16,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# Every extra but the PyTorch peer (a multi-GB download; `pip install -e '.[torch]'` adds it,
+# and flaxdigits bench reports its row as missing without it), plus the test tools.
 # Reinstall whenever the project's dependencies change.
+EXTRAS := tfds,export,litert,demo,report,keras,test
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[demo,test]'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
 $(MODEL): | $(VENV)/.installed
@@ -29,6 +33,10 @@ run: $(VENV)/.installed $(MODEL)
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# Seconds, without the data folder: synthetic digits only (see README, Tests).
+test-fast: $(VENV)/.installed
+	FLAXDIGITS_DATA_DIR= $(BIN)/python -m pytest -m "not mnist and not slow"
 
 bench: $(VENV)/.installed
 	$(BIN)/flaxdigits bench
