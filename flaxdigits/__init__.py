@@ -2,7 +2,7 @@
 
     import flaxdigits as fd
     data = fd.load_mnist(data_dir="path/to/mnist")        # or fd.load_mnist() through TFDS
-    result = fd.train(fd.TrainConfig(epochs=5), data)
+    result = fd.train(fd.TrainConfig(epochs=5), data)     # result.model: an nnx.Module
     probs = result.classifier.predict(data.test_images)   # [N, 10]
 
 Names resolve lazily, so `import flaxdigits` stays cheap and never imports TensorFlow.
@@ -19,7 +19,8 @@ _EXPORTS = {
     "recipe": "recipes", "RECIPES": "recipes", "resolve": "recipes",
     "save_result": "checkpoints", "load_result": "checkpoints",
     "TrainResult": "training", "train": "training",
-    "train_step": "training", "train_epoch": "training", "create_state": "training",
+    "train_step": "training", "eval_step": "training", "train_epoch": "training",
+    "create_model_and_optimizer": "training",
     "Classifier": "inference", "predict": "inference", "evaluate": "inference",
     "FlaxdigitsError": "errors", "DataError": "errors", "InputError": "errors",
     "MissingExtra": "errors", "CheckpointError": "checkpoint_file",

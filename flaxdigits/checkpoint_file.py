@@ -6,7 +6,10 @@ File layout (no pickle anywhere)::
 
 The JSON header holds the format version, the metadata (model and training config, history,
 test metrics, versions) and the SHA-256 and length of the payload. The payload is msgpack: a
-nested dict of arrays (params, optimizer state, step), each array as dtype, shape and raw bytes.
+nested dict of arrays, each array as dtype, shape and raw bytes. Format 2 holds the NNX state:
+{"params": the model's parameters, "optimizer": {"opt_state", "step"}}, as `nnx.to_pure_dict`
+writes them. Format 1 (flaxdigits 0.1, Flax Linen) held {"params", "opt_state", "step"} with
+Linen's layer names; `load` maps such files to format 2's layout, so they still load.
 This module needs only numpy and msgpack (no JAX), so reading a header or writing a file is
 cheap; `flaxdigits.checkpoints` saves and loads training runs on top of it.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from flaxdigits.config import ModelConfig, TrainConfig
 from flaxdigits.errors import FlaxdigitsError
 from flaxdigits.paths import write_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = b"FLAXDIGITS-CKPT\n"
 SUFFIX = ".ckpt"
 
@@ -100,7 +104,10 @@ def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CheckpointError(f"{path} is corrupted (undecodable payload)") from None
     if not isinstance(tree, dict) or not isinstance(header["meta"], dict):
         raise CheckpointError(f"{path} is corrupted (unexpected layout)")
-    return header["meta"], tree
+    meta = header["meta"]
+    if header["format_version"] < 2 and meta.get("kind") == "flaxdigits-model":
+        tree = upgrade_linen(model_config(meta, path), tree)
+    return meta, _int_keys(tree)
 
 
 def require(tree: dict[str, Any], key: str, path: str | os.PathLike) -> Any:
@@ -147,6 +154,13 @@ def _encode(x: Any) -> Any:
             "data": np.ascontiguousarray(a).tobytes()}
 
 
+def _int_keys(x: Any) -> Any:
+    """Keys written as "0", "1", ... back to ints: NNX's lists and optax's tuples index by int."""
+    if isinstance(x, dict):
+        return {int(k) if k.isdigit() else k: _int_keys(v) for k, v in x.items()}
+    return x
+
+
 def _decode(x: Any) -> Any:
     if isinstance(x, dict) and x.get("__array__") is True:
         return np.frombuffer(x["data"], dtype=np.dtype(x["dtype"])).reshape(x["shape"]).copy()
@@ -169,3 +183,36 @@ def declared_config(meta: dict[str, Any], path: str | os.PathLike) -> TrainConfi
     except (KeyError, TypeError, FlaxdigitsError) as e:
         raise CheckpointError(f"{path} declares an unusable model or training config: {e}") \
             from None
+
+
+LINEN_LAYER = re.compile(r"(Dense|Conv)_\d+")
+
+
+def upgrade_linen(config: ModelConfig, tree: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 payload (Linen layer names) in format 2's layout (NNX modules)."""
+    def rename(node: Any) -> Any:
+        if isinstance(node, dict) and node and all(LINEN_LAYER.fullmatch(k) for k in node):
+            return linen_to_nnx(config, node)
+        if isinstance(node, dict):  # Linen wrote optax's EmptyState as {}; NNX keeps nothing
+            return {k: rename(v) for k, v in node.items() if v != {}}
+        return node
+
+    upgraded = {"params": rename(tree["params"])} if "params" in tree else {}
+    if "opt_state" in tree and "step" in tree:  # Adam's moments are trees like the parameters
+        upgraded["optimizer"] = {"opt_state": rename(tree["opt_state"]), "step": tree["step"]}
+    return upgraded
+
+
+def linen_to_nnx(config: ModelConfig, layers: dict[str, Any]) -> dict[str, Any]:
+    """Linen's {"Dense_0": ...} as the NNX MLP's {"layers": {0: ...}}, and {"Conv_i", "Dense_j"}
+    as the CNN's {"convs": {i: ...}, "dense": ..., "out": ...}."""
+    def layer(name: str) -> Any:
+        return layers.get(name, {})  # a missing layer is named when the shapes are checked
+
+    if config.kind == "mlp":
+        return {"layers": {str(i): layer(f"Dense_{i}") for i in range(len(config.hidden) + 1)}}
+    new = {"convs": {str(i): layer(f"Conv_{i}") for i in range(len(config.channels))}}
+    if config.dense:
+        new["dense"] = layer("Dense_0")
+    new["out"] = layer("Dense_1" if config.dense else "Dense_0")
+    return new

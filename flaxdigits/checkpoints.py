@@ -1,7 +1,8 @@
 """Training runs saved as checkpoints and loaded back, ready to resume or to predict.
 
-The file format itself (header, payload, checks) is `flaxdigits.checkpoint_file`; this module
-puts a `TrainResult` into it and takes one out. `Classifier.load` reads the same files for
+The file format itself (header, payload, checks, format versions) is
+`flaxdigits.checkpoint_file`; this module puts a `TrainResult` (the NNX model's parameters and
+its optimizer's state) into it and takes one out. `Classifier.load` reads the same files for
 prediction alone.
 """
 
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import flax
 import jax
-import numpy as np
-from flax import serialization
+import jax.numpy as jnp
+from flax import nnx
 
 import flaxdigits
 from flaxdigits.checkpoint_file import check_like, declared_config, load, require, save
-from flaxdigits.training import TrainResult, create_state
+from flaxdigits.training import TrainResult, create_model_and_optimizer
 
 
 def save_result(path: str | os.PathLike, result: TrainResult) -> Path:
@@ -36,27 +37,26 @@ def save_result(path: str | os.PathLike, result: TrainResult) -> Path:
         "versions": {"flaxdigits": flaxdigits.__version__, "jax": jax.__version__,
                      "flax": flax.__version__},
     }
-    state = result.state
     tree = {
-        "params": serialization.to_state_dict(jax.device_get(state.params)),
-        "opt_state": serialization.to_state_dict(jax.device_get(state.opt_state)),
-        "step": np.asarray(jax.device_get(state.step)),
+        "params": nnx.to_pure_dict(jax.device_get(result.params)),
+        "optimizer": nnx.to_pure_dict(jax.device_get(nnx.state(result.optimizer))),
     }
     return save(path, tree, meta)
 
 
 def load_result(path: str | os.PathLike) -> TrainResult:
-    """The `TrainResult` saved at `path`, ready to resume (`train(..., resume=result)`)."""
+    """The `TrainResult` saved at `path`, ready to resume (`train(..., resume=result)`).
+
+    Files of flaxdigits 0.1 (format 1, Flax Linen) load too, with their Adam state.
+    """
     meta, tree = load(path)
     config = declared_config(meta, path)
-    template = create_state(config)
-    params = require(tree, "params", path)
-    check_like(serialization.to_state_dict(template.params), params, path, "params")
-    opt_state = require(tree, "opt_state", path)
-    check_like(serialization.to_state_dict(template.opt_state), opt_state, path, "opt_state")
-    state = template.replace(
-        step=jax.numpy.asarray(require(tree, "step", path)),
-        params=serialization.from_state_dict(template.params, params),
-        opt_state=serialization.from_state_dict(template.opt_state, opt_state),
-    )
-    return TrainResult(config, state, list(meta.get("history") or []), compile_seconds=0.0)
+    # The (model, optimizer) pair as shapes only, then filled with the file's arrays.
+    graph, state = nnx.split(nnx.eval_shape(lambda: create_model_and_optimizer(config)))
+    params, opt_state = require(tree, "params", path), require(tree, "optimizer", path)
+    check_like(nnx.to_pure_dict(state[0]), params, path, "params")
+    check_like(nnx.to_pure_dict(state[1]), opt_state, path, "optimizer")
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, {0: params, 1: opt_state}))
+    model, optimizer = nnx.merge(graph, state)
+    return TrainResult(config, model, optimizer, list(meta.get("history") or []),
+                       compile_seconds=0.0)

@@ -73,7 +73,7 @@ def to_tflite(model: Classifier, quantize: str = "none", batch: int = 1,
     tf, jax2tf = _tensorflow()
 
     def probabilities(x):
-        return jax.nn.softmax(model.module.apply({"params": model.params}, x), axis=-1)
+        return jax.nn.softmax(model.model(x), axis=-1)
 
     fn = tf.function(jax2tf.convert(probabilities, with_gradient=False), autograph=False,
                      input_signature=[tf.TensorSpec([batch, 28, 28, 1], tf.float32, "pixels")])

@@ -1,4 +1,8 @@
-"""A trained model as a `Classifier`: input checks, batched prediction and evaluation."""
+"""A trained model as a `Classifier`: input checks, batched prediction and evaluation.
+
+Prediction and evaluation run the NNX model as pure functions of its parameter state
+(`nnx.merge(graphdef, params)` inside `jax.jit`), always in float32.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
+from flax import nnx
 
 from flaxdigits import checkpoint_file
 from flaxdigits.config import ModelConfig
 from flaxdigits.errors import InputError
-from flaxdigits.models import build_model
+from flaxdigits.models import build_model, graphdef
 
 SHAPES = "[N, 28, 28], [N, 28, 28, 1] or [N, 784]"
 MAX_CHUNK = 1024  # examples per compiled call: bounds memory, and few distinct shapes compile
@@ -68,15 +72,15 @@ def as_labels(labels: Any, n: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _outputs(module, params, x, probabilities=False):
-    logits = module.apply({"params": params}, x)
+def _outputs(graph: nnx.GraphDef, params: nnx.State, x: jax.Array, probabilities: bool = False):
+    logits = nnx.merge(graph, params)(x)
     return jax.nn.softmax(logits, axis=-1) if probabilities else logits
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _scores(module, params, x, y, mask):
+def _scores(graph: nnx.GraphDef, params: nnx.State, x: jax.Array, y: jax.Array, mask: jax.Array):
     """Summed loss and correct count over the unmasked rows of one padded chunk."""
-    logits = module.apply({"params": params}, x)
+    logits = nnx.merge(graph, params)(x)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     correct = jnp.argmax(logits, -1) == y
     return jnp.sum(loss * mask), jnp.sum(correct * mask)
@@ -93,34 +97,44 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
     return np.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
-def predict_logits(module, params, pixels: np.ndarray, probabilities: bool = False
-                   ) -> np.ndarray:
-    """Logits (or softmax probabilities) [N, 10] for validated pixels, every example scored
-    (the last chunk is padded)."""
+def predict_logits(config: ModelConfig, params: nnx.State, pixels: np.ndarray,
+                   probabilities: bool = False) -> np.ndarray:
+    """Logits (or softmax probabilities) [N, 10] of the float32 model `config` with `params`
+    for validated pixels, every example scored (the last chunk is padded)."""
+    graph = graphdef(config)
     out = [
-        np.asarray(_outputs(module, params, _pad(pixels[a:b], size), probabilities))[: b - a]
+        np.asarray(_outputs(graph, params, _pad(pixels[a:b], size), probabilities))[: b - a]
         for a, b, size in _chunks(len(pixels))
     ]
     return np.concatenate(out)
 
 
-def evaluate_pixels(module, params, pixels: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Mean cross-entropy and accuracy over all examples of validated pixels and labels."""
+def evaluate_pixels(config: ModelConfig, params: nnx.State, pixels: np.ndarray,
+                    labels: np.ndarray) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of the float32 model `config` with `params` over all
+    examples of validated pixels and labels."""
+    graph = graphdef(config)
     loss = correct = 0.0
     for a, b, size in _chunks(len(pixels)):
         mask = _pad(np.ones(b - a, np.float32), size)
-        l, c = _scores(module, params, _pad(pixels[a:b], size), _pad(labels[a:b], size), mask)
+        l, c = _scores(graph, params, _pad(pixels[a:b], size), _pad(labels[a:b], size), mask)
         loss, correct = loss + float(l), correct + float(c)
     n = len(pixels)
     return {"loss": loss / n, "accuracy": correct / n, "n": n}
 
 
+def abstract_params(config: ModelConfig) -> nnx.State:
+    """The parameter state of `config`'s model as shapes and dtypes (no arrays are made)."""
+    return nnx.state(nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0))), nnx.Param)
+
+
 @dataclasses.dataclass(frozen=True)
 class Classifier:
-    """A model config with its trained parameters: predicts and evaluates digit images."""
+    """A model config with its trained parameters (an `nnx.State`): predicts and evaluates
+    digit images in float32. `classifier.model` is the NNX module itself."""
 
     config: ModelConfig
-    params: Any
+    params: nnx.State
     meta: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
@@ -131,26 +145,25 @@ class Classifier:
         """
         meta, tree = checkpoint_file.load(path)
         config = checkpoint_file.model_config(meta, path)
-        template = jax.eval_shape(
-            lambda: build_model(config).init(jax.random.key(0), np.zeros((1, 784), np.uint8)))
         params = checkpoint_file.require(tree, "params", path)
-        checkpoint_file.check_like(serialization.to_state_dict(template["params"]), params, path,
-                                   "params")
-        return cls(config, jax.tree.map(jnp.asarray, params), meta=meta)
+        state = abstract_params(config)
+        checkpoint_file.check_like(nnx.to_pure_dict(state), params, path, "params")
+        nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+        return cls(config, state, meta=meta)
 
-    @functools.cached_property
-    def module(self):
-        """The Flax module for `config`."""
-        return build_model(self.config)
+    @property
+    def model(self) -> nnx.Module:
+        """The float32 NNX module with these parameters: `classifier.model(pixels)` -> logits."""
+        return nnx.merge(graphdef(self.config), self.params)
 
     def predict(self, images: Any) -> np.ndarray:
         """Class probabilities [N, 10] for images (see `as_pixels` for accepted inputs)."""
-        return predict_logits(self.module, self.params, as_pixels(images), probabilities=True)
+        return predict_logits(self.config, self.params, as_pixels(images), probabilities=True)
 
     def evaluate(self, images: Any, labels: Any) -> dict[str, float]:
         """{"loss", "accuracy", "n"} over all given images."""
         pixels = as_pixels(images)
-        return evaluate_pixels(self.module, self.params, pixels, as_labels(labels, len(pixels)))
+        return evaluate_pixels(self.config, self.params, pixels, as_labels(labels, len(pixels)))
 
 
 def predict(model: Classifier, images: Any) -> np.ndarray:

@@ -1,67 +1,91 @@
-"""The Flax models: an MLP and a strided CNN, each built from a `ModelConfig`."""
+"""The Flax NNX models: an MLP and a strided CNN, each built from a `ModelConfig`.
+
+    model = build_model(ModelConfig(), rngs=nnx.Rngs(0))
+    logits = model(images)  # [B, 10] for pixels [B, 28, 28] or [B, 784] in 0..255
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from typing import Any
 
-import flax.linen as nn
 import jax.numpy as jnp
+from flax import nnx
 
 from flaxdigits.config import ModelConfig
 
-
 # Keras' Dense default, which the seed model was trained with.
-GLOROT = nn.initializers.glorot_uniform()
+GLOROT = nnx.initializers.glorot_uniform()
 
 
-class MLP(nn.Module):
+class MLP(nnx.Module):
     """784 -> hidden (ReLU) ... -> 10 logits; `hidden=()` is softmax regression."""
 
-    hidden: Sequence[int] = (100,)
-    scale: bool = True
-    dtype: Any = jnp.float32  # compute dtype; parameters and logits stay float32
+    def __init__(self, hidden: tuple[int, ...] = (100,), scale: bool = True, *,
+                 dtype: Any = jnp.float32, rngs: nnx.Rngs):
+        widths = (784, *hidden, 10)
+        self.layers = nnx.List([
+            nnx.Linear(a, b, kernel_init=GLOROT, dtype=dtype, rngs=rngs)
+            for a, b in zip(widths, widths[1:])])
+        self.scale, self.dtype = scale, dtype  # dtype computes; parameters stay float32
 
-    @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """Logits [B, 10] for pixel values [B, 28, 28] or [B, 784] in 0..255 (uint8 or float)."""
         x = x.reshape(x.shape[0], -1).astype(self.dtype)
         if self.scale:
             x = x * (1.0 / 255.0)
-        for width in self.hidden:
-            x = nn.relu(nn.Dense(width, kernel_init=GLOROT, dtype=self.dtype)(x))
-        return nn.Dense(10, kernel_init=GLOROT, dtype=self.dtype)(x).astype(jnp.float32)
+        for layer in self.layers[:-1]:
+            x = nnx.relu(layer(x))
+        return self.layers[-1](x).astype(jnp.float32)
 
 
-class CNN(nn.Module):
+class CNN(nnx.Module):
     """[conv k x k, stride 2 -> ReLU] per width in `channels`, then dense -> 10 logits.
 
     Stride-2 convolutions halve the resolution instead of max-pooling: on XLA:CPU a 5x5 16/32
     net with max-pools trained at ~650 samples/s, the strided 32/64 net at ~2,700 (batch 128).
     """
 
-    channels: Sequence[int] = (32, 64)
-    kernels: Sequence[int] = (5, 3)
-    dense: int = 128
-    scale: bool = True
-    dtype: Any = jnp.float32  # compute dtype; parameters and logits stay float32
+    def __init__(self, channels: tuple[int, ...] = (32, 64), kernels: tuple[int, ...] = (5, 3),
+                 dense: int = 128, scale: bool = True, *, dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs):
+        widths = (1, *channels)
+        self.convs = nnx.List([
+            nnx.Conv(a, b, (k, k), strides=2, dtype=dtype, rngs=rngs)
+            for a, b, k in zip(widths, widths[1:], kernels)])
+        side = 28
+        for _ in channels:  # "SAME" padding at stride 2: ceil(side / 2)
+            side = -(-side // 2)
+        features = side * side * channels[-1]
+        self.dense = nnx.Linear(features, dense, dtype=dtype, rngs=rngs) if dense else None
+        self.out = nnx.Linear(dense or features, 10, dtype=dtype, rngs=rngs)
+        self.scale, self.dtype = scale, dtype
 
-    @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """Logits [B, 10] for pixel values [B, 28, 28], [B, 28, 28, 1] or [B, 784] in 0..255."""
         x = x.reshape(x.shape[0], 28, 28, 1).astype(self.dtype)
         if self.scale:
             x = x * (1.0 / 255.0)
-        for width, k in zip(self.channels, self.kernels):
-            x = nn.relu(nn.Conv(width, (k, k), strides=2, dtype=self.dtype)(x))
+        for conv in self.convs:
+            x = nnx.relu(conv(x))
         x = x.reshape(x.shape[0], -1)
-        if self.dense:
-            x = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(x))
-        return nn.Dense(10, dtype=self.dtype)(x).astype(jnp.float32)
+        if self.dense is not None:
+            x = nnx.relu(self.dense(x))
+        return self.out(x).astype(jnp.float32)
 
 
-def build_model(config: ModelConfig, dtype: str = "float32") -> nn.Module:
-    """The Flax module described by `config`, computing in `dtype` (float32 or bfloat16)."""
+def build_model(config: ModelConfig, dtype: str = "float32", *,
+                rngs: nnx.Rngs) -> MLP | CNN:
+    """The NNX module described by `config`, computing in `dtype` (float32 or bfloat16)."""
     if config.kind == "cnn":
-        return CNN(channels=config.channels, kernels=config.kernels, dense=config.dense,
-                   scale=config.scale, dtype=jnp.dtype(dtype))
-    return MLP(hidden=config.hidden, scale=config.scale, dtype=jnp.dtype(dtype))
+        return CNN(config.channels, config.kernels, config.dense, config.scale,
+                   dtype=jnp.dtype(dtype), rngs=rngs)
+    return MLP(config.hidden, config.scale, dtype=jnp.dtype(dtype), rngs=rngs)
+
+
+@functools.lru_cache(maxsize=None)
+def graphdef(config: ModelConfig, dtype: str = "float32") -> nnx.GraphDef:
+    """The structure of `config`'s model without its parameters (no arrays are made), to merge
+    with a parameter state: `nnx.merge(graphdef(config), params)`."""
+    abstract = nnx.eval_shape(lambda: build_model(config, dtype, rngs=nnx.Rngs(0)))
+    return nnx.split(abstract)[0]

@@ -1,4 +1,10 @@
-"""Training: a pure jitted train step, a whole epoch compiled as one `lax.scan`, and `train`.
+"""Training in Flax NNX: `train_step`, a whole epoch compiled as one `lax.scan`, and `train`.
+
+At the API, a run is an NNX model and its `nnx.Optimizer(model, tx, wrt=nnx.Param)`, and
+`train_step(model, optimizer, batch)` updates them in place, as in Flax's MNIST tutorial.
+Inside, the compiled epoch works on their split state: `nnx.split` once, then a pure function
+of (graphdef, state) under `jax.jit`, with `nnx.merge` in the traced body, which is Flax's
+recipe for speed (no per-call Python overhead of `nnx.jit`).
 
 The training images stay on the device as uint8 for the whole run. Each epoch draws its shuffle
 on the device, and every scan step gathers its batch from the uint8 array and scales it inside
@@ -18,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training import train_state
+from flax import nnx
 
 from flaxdigits.augment import affine
 from flaxdigits.config import TrainConfig
@@ -39,28 +45,26 @@ def resolve_loop(config: TrainConfig, backend: str | None = None) -> str:
     return "step" if config.model.kind == "cnn" and backend == "cpu" else "scan"
 
 
-class TrainState(train_state.TrainState):
-    """Flax's train state: step, params, optimizer and its state."""
-
-
 @dataclasses.dataclass
 class TrainResult:
-    """What `train` returns: the final state, per-epoch history and final test metrics."""
+    """What `train` returns: the trained model and its optimizer, per-epoch history and final
+    test metrics."""
 
     config: TrainConfig
-    state: TrainState
+    model: nnx.Module
+    optimizer: nnx.Optimizer
     history: list[dict[str, float]]
     compile_seconds: float
 
     @property
-    def params(self) -> Any:
-        """The trained parameters."""
-        return self.state.params
+    def params(self) -> nnx.State:
+        """The trained parameters, as an `nnx.State`."""
+        return nnx.state(self.model, nnx.Param)
 
     @property
     def classifier(self) -> Classifier:
-        """The trained model, ready to predict and evaluate."""
-        return Classifier(self.config.model, self.state.params)
+        """The trained model, ready to predict and evaluate (in float32)."""
+        return Classifier(self.config.model, self.params)
 
     @property
     def test_accuracy(self) -> float:
@@ -84,7 +88,7 @@ def prng_key(seed: int) -> jax.Array:
     return jax.random.key(seed, impl="rbg")
 
 
-def optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+def make_tx(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
     """Adam (AdamW with weight decay) under the config's learning-rate schedule."""
     lr: Any = config.lr
     if config.schedule == "cosine":
@@ -96,29 +100,30 @@ def optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTr
     return optax.adam(lr)
 
 
-def create_state(config: TrainConfig, steps_per_epoch: int = 1) -> TrainState:
-    """Fresh parameters (from `config.seed`) and the config's optimizer."""
-    module = build_model(config.model, config.compute_dtype)
-    tx = optimizer(config, steps_per_epoch)
+def create_model_and_optimizer(config: TrainConfig, steps_per_epoch: int = 1
+                               ) -> tuple[nnx.Module, nnx.Optimizer]:
+    """A fresh model (parameters from `config.seed`) and its `nnx.Optimizer` for `config`."""
+    tx = make_tx(config, steps_per_epoch)
 
-    @jax.jit  # one compiled program: run eagerly, init compiles op by op (seconds on CPU)
-    def init(key):
-        params = module.init(key, jnp.zeros((1, 784), jnp.uint8))["params"]
-        return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+    @nnx.jit  # one compiled program: run eagerly, init compiles op by op (seconds on CPU)
+    def create(key):
+        model = build_model(config.model, config.compute_dtype, rngs=nnx.Rngs(params=key))
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
-    return init(prng_key(config.seed))
+    return create(prng_key(config.seed))
 
 
-def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array],
-               label_smoothing: float = 0.0):
-    """One optimizer step on a batch (pixels [B, 784] in 0..255, labels [B]) -> (state, metrics).
+def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: tuple[jax.Array, jax.Array],
+               label_smoothing: float = 0.0) -> dict[str, jax.Array]:
+    """One optimizer step on a batch (pixels [B, 784] in 0..255, labels [B]), updating `model`
+    and `optimizer` in place -> metrics. Call it under `nnx.jit`, or as `train` does.
 
     The reported loss is the training loss, label smoothing included.
     """
     x, y = batch
 
-    def loss_fn(params):
-        logits = state.apply_fn({"params": params}, x)
+    def loss_fn(model):
+        logits = model(x)
         if label_smoothing:
             targets = optax.smooth_labels(jax.nn.one_hot(y, 10), label_smoothing)
             loss = optax.softmax_cross_entropy(logits, targets).mean()
@@ -126,9 +131,18 @@ def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array],
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, logits
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
-    return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
+    (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+
+
+def eval_step(model: nnx.Module, batch: tuple[jax.Array, jax.Array]) -> dict[str, jax.Array]:
+    """Mean loss and accuracy of `model` on a batch (pixels, labels); `Classifier.evaluate`
+    scores whole test sets in padded chunks."""
+    x, y = batch
+    logits = model(x)
+    return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
 
 
 def shuffle(key: jax.Array, n: int) -> jax.Array:
@@ -153,26 +167,30 @@ def epoch_plan(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.
     return order.reshape(steps, batch_size), jax.random.split(jax.random.fold_in(key, 1), steps)
 
 
-def batch_step(state: TrainState, images: jax.Array, labels: jax.Array, idx: jax.Array,
-               key: jax.Array, config: TrainConfig):
-    """Gather batch `idx` from the uint8 images, augment it if configured, take one step."""
+def batch_step(graph: nnx.GraphDef, state: nnx.State, images: jax.Array, labels: jax.Array,
+               idx: jax.Array, key: jax.Array, config: TrainConfig):
+    """Pure: gather batch `idx` from the uint8 images, augment it if configured, and take one
+    step of the (model, optimizer) pair split as (graph, state) -> (new state, metrics)."""
+    model, optimizer = nnx.merge(graph, state)
     x = images[idx]
     if config.augment.enabled:
         x = affine(key, x, config.augment)
-    return train_step(state, (x, labels[idx]), config.label_smoothing)
+    metrics = train_step(model, optimizer, (x, labels[idx]), config.label_smoothing)
+    return nnx.state((model, optimizer)), metrics
 
 
-train_batch = jax.jit(batch_step, static_argnames="config", donate_argnums=0)
+train_batch = jax.jit(batch_step, static_argnames=("graph", "config"), donate_argnames="state")
 
 
-@functools.partial(jax.jit, static_argnames="config", donate_argnums=0)
-def train_epoch(state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array,
-                config: TrainConfig):
-    """One epoch over `images` uint8 [N, 784] as one compiled scan -> (state, mean metrics)."""
+@functools.partial(jax.jit, static_argnames=("graph", "config"), donate_argnames="state")
+def train_epoch(graph: nnx.GraphDef, state: nnx.State, images: jax.Array, labels: jax.Array,
+                key: jax.Array, config: TrainConfig):
+    """One epoch over `images` uint8 [N, 784] as one compiled scan of `batch_step` over the
+    split (model, optimizer) state -> (state, mean metrics)."""
     order, keys = epoch_plan(key, images.shape[0], config.batch_size)
 
     def body(state, batch):
-        return batch_step(state, images, labels, *batch, config)
+        return batch_step(graph, state, images, labels, *batch, config)
 
     state, metrics = jax.lax.scan(body, state, (order, keys), unroll=min(config.unroll,
                                                                          len(order)))
@@ -184,16 +202,17 @@ def train_epoch(state: TrainState, images: jax.Array, labels: jax.Array, key: ja
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def compile_epoch(state: TrainState, images: jax.Array, labels: jax.Array, key: jax.Array,
-                  config: TrainConfig):
+def compile_epoch(graph: nnx.GraphDef, state: nnx.State, images: jax.Array, labels: jax.Array,
+                  key: jax.Array, config: TrainConfig):
     """The epoch runner for `config`, compiled ahead of time with per-backend XLA options.
 
     Returns f(state, images, labels, key) -> (state, mean metrics) for either loop.
     """
     if resolve_loop(config) == "scan":
-        return compile_lowered(train_epoch.lower(state, images, labels, key, config))
+        return compile_lowered(train_epoch.lower(graph, state, images, labels, key, config))
     order, keys = epoch_plan(key, images.shape[0], config.batch_size)
-    step = compile_lowered(train_batch.lower(state, images, labels, order[0], keys[0], config))
+    step = compile_lowered(train_batch.lower(graph, state, images, labels, order[0], keys[0],
+                                             config))
 
     def run(state, images, labels, key):
         order, keys = epoch_plan(key, images.shape[0], config.batch_size)
@@ -247,27 +266,31 @@ def train(config: TrainConfig, data: Mnist,
     test_y = np.asarray(data.test_labels, np.int32)
     steps = n // config.batch_size
     if resume is None:
-        state, history = create_state(config, steps), []
+        model, optimizer = create_model_and_optimizer(config, steps)
+        history = []
     else:  # the schedule follows this run's epochs and data size
-        state, history = resume.state.replace(tx=optimizer(config, steps)), list(resume.history)
+        model, history = resume.model, list(resume.history)
+        optimizer = nnx.Optimizer(model, make_tx(config, steps), wrt=nnx.Param)
+        nnx.update(optimizer, nnx.state(resume.optimizer))
     # Keys by absolute epoch number, so a resumed run draws the same shuffles.
-    first = int(state.step) // steps
+    first = int(optimizer.step[...]) // steps
     shuffle_key = jax.random.fold_in(prng_key(config.seed), 1)
     epoch_keys = [jax.random.fold_in(shuffle_key, e) for e in range(first, config.epochs)]
     if not epoch_keys:
-        return TrainResult(config, state, history, compile_seconds=0.0)
+        return TrainResult(config, model, optimizer, history, compile_seconds=0.0)
 
+    graph, state = nnx.split((model, optimizer))
     t0 = time.perf_counter()
-    step = compile_epoch(state, images, labels, shuffle_key, config)
+    step = compile_epoch(graph, state, images, labels, shuffle_key, config)
     compile_seconds = time.perf_counter() - t0
 
-    module = build_model(config.model)
     for epoch, key in enumerate(epoch_keys, start=first):
         t0 = time.perf_counter()
         state, metrics = step(state, images, labels, key)
         metrics = jax.block_until_ready(metrics)
         seconds = time.perf_counter() - t0
-        test = evaluate_pixels(module, state.params, test_x, test_y)
+        model, optimizer = nnx.merge(graph, state)
+        test = evaluate_pixels(config.model, nnx.state(model, nnx.Param), test_x, test_y)
         entry = {
             "epoch": epoch + 1,
             "train_loss": float(metrics["loss"]),
@@ -279,5 +302,5 @@ def train(config: TrainConfig, data: Mnist,
         }
         history.append(entry)
         if on_epoch is not None:
-            on_epoch(TrainResult(config, state, list(history), compile_seconds))
-    return TrainResult(config, state, history, compile_seconds)
+            on_epoch(TrainResult(config, model, optimizer, list(history), compile_seconds))
+    return TrainResult(config, model, optimizer, history, compile_seconds)

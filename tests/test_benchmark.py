@@ -52,6 +52,7 @@ def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch
     assert all(r["image_seconds"] > 0 for r in report["inference"])
     table = capsys.readouterr().out
     assert "| mlp | flaxdigits | 256 |" in table and "| mlp | torch | 256 | not installed" in table
+    assert "pip install 'flaxdigits[torch]'" in table  # the torch peer names its extra
     assert "| mlp | ceiling | 256 |" in table
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -89,4 +89,4 @@ def test_ctrl_c_stops_after_the_last_complete_epoch(mnist_dir, tmp_path):
     assert "holds the last complete epoch" in err and "Traceback" not in err
     run = load_result(ckpt)
     assert 1 <= len(run.history) < 500
-    assert int(run.state.step) == len(run.history) * (60_000 // 32)
+    assert int(run.optimizer.step[...]) == len(run.history) * (60_000 // 32)

@@ -72,3 +72,9 @@ def test_report_without_matplotlib(monkeypatch, capsys, tmp_path):
     monkeypatch.delitem(sys.modules, "flaxdigits.report", raising=False)
     assert main(["report", "--quick", "--out", str(tmp_path), "--data-dir", str(tmp_path)]) == 1
     _one_line_naming(capsys, "report")
+
+
+def test_bench_plot_without_matplotlib_stops_before_the_run(monkeypatch, capsys, tmp_path):
+    _block(monkeypatch, "matplotlib")
+    assert main(["bench", "--plot", str(tmp_path / "p.png"), "--data-dir", str(tmp_path)]) == 1
+    _one_line_naming(capsys, "report")

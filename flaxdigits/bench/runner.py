@@ -40,14 +40,16 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 
 from flaxdigits.config import ModelConfig, TrainConfig, choices
 from flaxdigits.data import load_idx
+from flaxdigits.errors import need
 from flaxdigits.export import QUANTIZE, calibration_images, export_tflite
 from flaxdigits.inference import Classifier
 from flaxdigits.litert import LiteRTClassifier
 from flaxdigits.plots import pyplot
-from flaxdigits.training import create_state
+from flaxdigits.training import create_model_and_optimizer
 
 FRAMEWORKS = {"flaxdigits": "flaxdigits_train", "keras": "keras_seed",
               "torch": "torch_mlp", "ceiling": "matmul_ceiling"}
@@ -172,7 +174,8 @@ def _median_seconds(fn, reps: int) -> float:
 def untrained(kind: str) -> Classifier:
     """A freshly initialised `Classifier` of `kind`: timing needs no training."""
     config = TrainConfig(model=ModelConfig(kind=kind))
-    return Classifier(config.model, create_state(config).params)
+    model, _ = create_model_and_optimizer(config)
+    return Classifier(config.model, nnx.state(model, nnx.Param))
 
 
 def inference(data, models: dict[str, Any], reps: int, score: bool) -> list[dict[str, Any]]:
@@ -393,6 +396,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.data_dir:
         ap.error("the benchmarks read the MNIST IDX files: pass --data-dir DIR or set "
                  "FLAXDIGITS_DATA_DIR")
+    if args.plot:  # say so now, not after the whole run
+        need("matplotlib", "report", "bench --plot")
     if any(b < 1 for b in args.batch_sizes) or args.repeats < 1 or args.unroll < 1:
         ap.error("batch sizes, --repeats and --unroll must be positive")
     models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])

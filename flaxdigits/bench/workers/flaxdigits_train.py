@@ -5,10 +5,11 @@ from flaxdigits.bench.workers import common
 args = common.parse_args()
 
 import jax  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from flaxdigits.config import ModelConfig, TrainConfig  # noqa: E402
-from flaxdigits.training import (create_state, enable_compilation_cache, resolve_loop,  # noqa: E402
-                                 train, train_step)
+from flaxdigits.training import (create_model_and_optimizer,  # noqa: E402
+                                 enable_compilation_cache, resolve_loop, train, train_step)
 
 if args.cache:
     enable_compilation_cache(args.cache)
@@ -16,10 +17,12 @@ data = common.load(args)
 config = TrainConfig(model=ModelConfig(kind=args.model), batch_size=args.batch_size,
                      epochs=max(args.epochs, 1), unroll=args.unroll,
                      compute_dtype=args.compute_dtype)
-# A user's first step: one jitted step on the first batch, compiled from scratch.
-state = create_state(config)
+# A user's first step, as Flax's MNIST tutorial takes it: a new model and optimizer, then
+# `nnx.jit(train_step)` on the first batch, compiled from scratch.
+model, optimizer = create_model_and_optimizer(config)
 x = data.train_images[:config.batch_size].reshape(config.batch_size, 784)
-jax.block_until_ready(jax.jit(train_step)(state, (x, data.train_labels[:config.batch_size])))
+batch = (x, data.train_labels[:config.batch_size])
+jax.block_until_ready(nnx.jit(train_step)(model, optimizer, batch))
 common.first_step()
 if args.epochs == 0:
     common.report({"framework": "flaxdigits"})
