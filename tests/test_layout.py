@@ -67,3 +67,13 @@ def test_light_modules_do_not_import_jax(module):
     code = f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('jax')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_no_linen_left_in_the_package():
+    """The models and training are Flax NNX; Linen appears only as a format-1 file's layout."""
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith(("flax.linen", "flax.training")) for n in names), path
