@@ -20,6 +20,8 @@ pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from flaxdigits.checkpoints import save_result  # noqa: E402
+from flaxdigits.inference import Classifier  # noqa: E402
+from flaxdigits.preprocess import to_mnist  # noqa: E402
 from flaxdigits.config import TrainConfig  # noqa: E402
 from flaxdigits.training import train  # noqa: E402
 
@@ -37,10 +39,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(mnist, tmp_path_factory):
+def checkpoint(mnist, tmp_path_factory) -> Path:
+    """A real trained checkpoint for the demo to serve."""
+    return save_result(tmp_path_factory.mktemp("models") / "mlp.ckpt",
+                       train(TrainConfig(epochs=3), mnist))
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
     """The demo app in its own process, serving a real trained checkpoint."""
-    folder = tmp_path_factory.mktemp("models")
-    save_result(folder / "mlp.ckpt", train(TrainConfig(epochs=3), mnist))
+    folder = checkpoint.parent
     port = _free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False",
                FLAXDIGITS_CACHE_DIR=str(folder / "cache"))
@@ -106,9 +114,12 @@ def test_bad_uploads_get_a_message_and_the_server_stays_up(server, mnist, tmp_pa
         assert label["label"] == str(mnist.test_labels[0]), (name, status)
 
 
-def test_load_50_clients_5_predictions_each(server, mnist, tmp_path):
-    files = [(_digit_png(tmp_path, mnist.test_images[i], f"l{i}.png"), mnist.test_labels[i])
-             for i in range(10)]
+def test_load_50_clients_5_predictions_each(server, checkpoint, mnist, tmp_path):
+    paths = [_digit_png(tmp_path, mnist.test_images[i], f"l{i}.png") for i in range(10)]
+    # Every answer must be the served model's own answer for that file: none mixed up or lost.
+    model = Classifier.load(checkpoint)
+    files = [(p, int(model.predict(to_mnist(p)[None])[0].argmax())) for p in paths]
+    assert sum(want == y for (_, want), y in zip(files, mnist.test_labels[:10])) >= 8
 
     # Each client connects first (one at a time), then all 50 send their predictions at once.
     clients = [Client(server, verbose=False) for _ in range(50)]
