@@ -57,13 +57,17 @@ def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cnn_rows_have_no_peers(mnist_dir):
+def test_cnn_rows_have_keras_and_both_torch_layouts(mnist_dir, no_torch):
     report = bench.main(["--data-dir", str(mnist_dir), "--models", "cnn", "--n-train", "1024",
                          "--epochs", "2", "--batch-sizes", "128", "--starts", "0",
                          "--no-inference"])
-    (row,) = report["training"]
-    assert row["framework"] == "flaxdigits" and row["loop"] == "step"
-    assert row["samples_per_second_median"] > 0
+    rows = {r["framework"]: r for r in report["training"]}
+    assert set(rows) == {"flaxdigits", "keras", "torch", "torch-cl"}  # no ceiling for the CNN
+    ours = rows["flaxdigits"]
+    assert ours["loop"] == "step" and ours["samples_per_second_median"] > 0
+    assert rows["keras"]["samples_per_second_median"] > 0 and rows["keras"]["flaxdigits_ratio"] > 0
+    assert rows["keras"]["test_accuracy"] > 0.5  # the Keras CNN did learn
+    assert "torch" in rows["torch"]["missing"] and "torch" in rows["torch-cl"]["missing"]
 
 
 def test_runner_needs_the_data_folder(monkeypatch, capsys):

@@ -1,13 +1,14 @@
 """flaxdigits benchmarks: training throughput beside Keras and PyTorch, start-up, inference latency.
 
     flaxdigits bench [--quick] [--models mlp cnn] [--batch-sizes 32 128 1024 ...]
-        [--peers keras torch ceiling] [--epochs 4] [--repeats N] [--unroll U]
+        [--peers keras torch torch-cl ceiling] [--epochs 4] [--repeats N] [--unroll U]
         [--compute-dtype bfloat16]
         [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
     (or: python benchmarks/bench.py ..., or python -m flaxdigits.bench.runner ...)
 
-Every (model, batch size, framework) row trains in a fresh process (flaxdigits.bench.workers) on the
-same IDX data with the seed recipe (Adam 1e-3, pixels / 255): steady-state samples/s is the
+Every (model, batch size, framework) row trains in a fresh process (flaxdigits.bench.workers)
+on the same IDX data with the seed recipe (Adam 1e-3, pixels / 255), the MLP or the CNN of
+`cnn-fast` (in Keras, and in PyTorch both NCHW and channels_last): steady-state samples/s is the
 median over the epochs after the first (min..max beside it), the first epoch includes compiling
 or tracing, start -> first step times the process from launch to its first finished training
 step, and peak memory is the process's peak RSS (and the device's peak on a GPU). The peers are
@@ -51,9 +52,15 @@ from flaxdigits.litert import LiteRTClassifier
 from flaxdigits.plots import pyplot
 from flaxdigits.training import create_model_and_optimizer
 
-FRAMEWORKS = {"flaxdigits": "flaxdigits_train", "keras": "keras_seed",
-              "torch": "torch_mlp", "ceiling": "matmul_ceiling"}
-INSTALL = {"keras": "pip install 'flaxdigits[keras]'", "torch": "pip install 'flaxdigits[torch]'"}
+# framework -> (worker module, extra arguments, the models it has rows for)
+FRAMEWORKS = {"flaxdigits": ("flaxdigits_train", [], ("mlp", "cnn")),
+              "keras": ("keras_peer", [], ("mlp", "cnn")),
+              "torch": ("torch_peer", [], ("mlp", "cnn")),
+              "torch-cl": ("torch_peer", ["--channels-last"], ("cnn",)),
+              "ceiling": ("matmul_ceiling", [], ("mlp",))}
+PEERS = [f for f in FRAMEWORKS if f != "flaxdigits"]
+INSTALL = {"keras": "pip install 'flaxdigits[keras]'", "torch": "pip install 'flaxdigits[torch]'",
+           "torch-cl": "pip install 'flaxdigits[torch]'"}
 # Modules whose distribution has another name, in the order to try.
 DISTRIBUTIONS = {"ai_edge_litert": ["ai-edge-litert"],
                  "tensorflow": ["tensorflow", "tensorflow-cpu"]}
@@ -101,7 +108,8 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
     args = [data_dir, model, str(batch_size), str(epochs), "--threads", str(threads),
             "--cache", cache, "--unroll", str(unroll), "--compute-dtype", compute_dtype] + (
                 ["--n-train", str(n_train)] if n_train else [])
-    result, first_step, error = launch(FRAMEWORKS[framework], *args)
+    worker, extra, _ = FRAMEWORKS[framework]
+    result, first_step, error = launch(worker, *args, *extra)
     row: dict[str, Any] = {"model": model, "framework": framework, "batch_size": batch_size}
     if error:
         row["error"] = error
@@ -322,7 +330,7 @@ def plot(report: dict[str, Any], path: str) -> None:
                 (r["batch_size"], r["samples_per_second_median"]))
     dtypes = {r["framework"]: _dtype(r) for r in report["training"]}
     colors = {"flaxdigits": "tab:blue", "keras": "tab:red", "torch": "tab:orange",
-              "ceiling": "tab:gray"}
+              "torch-cl": "tab:brown", "ceiling": "tab:gray"}
     for (framework, model), points in sorted(series.items()):
         points.sort()
         ceiling = framework == "ceiling"
@@ -349,10 +357,10 @@ def parser() -> argparse.ArgumentParser:
                     "images, fewer timing repeats, the MLP unless --models says otherwise")
     ap.add_argument("--models", nargs="+", choices=["mlp", "cnn"])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
-    ap.add_argument("--peers", nargs="*", choices=["keras", "torch", "ceiling"],
-                    default=["keras", "torch", "ceiling"],
-                    help="what to compare with (MLP rows only; default: all): the Keras and "
-                    "PyTorch peers, and the ceiling, an epoch of only the MLP's matmuls")
+    ap.add_argument("--peers", nargs="*", choices=PEERS, default=PEERS,
+                    help="what to compare with (default: all): the Keras and PyTorch peers "
+                    "(MLP and CNN), PyTorch's channels_last CNN (torch-cl), and the ceiling, "
+                    "an epoch of only the MLP's matmuls")
     ap.add_argument("--epochs", type=int, help="epochs per row: the first is reported apart, "
                     "the rest are steady state (default: 4; --quick: 2)")
     ap.add_argument("--repeats", type=int, default=1, help="run every row this many times, "
@@ -411,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "n_train": n_train or len(data.train_images), "training": []}
     rows = [(model, batch, framework) for model in (models if args.training else [])
             for batch in args.batch_sizes
-            for framework in ["flaxdigits"] + (args.peers if model == "mlp" else [])]
+            for framework in ["flaxdigits", *args.peers] if model in FRAMEWORKS[framework][2]]
     runs: dict[tuple[str, int, str], list[dict[str, Any]]] = {key: [] for key in rows}
     # Round robin over the rows, so that drift in the machine's load spreads over all of them.
     for _ in range(args.repeats):
@@ -419,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if runs[model, batch, framework][-1:] and \
                     "samples_per_second" not in runs[model, batch, framework][-1]:
                 continue  # missing or broken: no point repeating it
-            threads = args.torch_threads if framework == "torch" else 0
+            threads = args.torch_threads if framework.startswith("torch") else 0
             run = run_worker(framework, args.data_dir, model, batch, epochs, n_train, threads,
                              unroll=args.unroll, compute_dtype=args.compute_dtype)
             runs[model, batch, framework].append(run)

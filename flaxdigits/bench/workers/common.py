@@ -22,7 +22,7 @@ from flaxdigits.data import Mnist, load_idx
 
 def parse_args() -> argparse.Namespace:
     """DATA_DIR MODEL BATCH EPOCHS [--n-train N] [--threads T] [--cache DIR] [--unroll U]
-    [--compute-dtype D]."""
+    [--compute-dtype D] [--channels-last]."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
     ap.add_argument("model", choices=["mlp", "cnn"])
@@ -34,6 +34,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--unroll", type=int, default=1, help="JAX workers: scan steps per loop "
                     "iteration")
     ap.add_argument("--compute-dtype", default="float32", help="JAX workers: matmul dtype")
+    ap.add_argument("--channels-last", action="store_true", help="PyTorch: NHWC memory format")
     return ap.parse_args()
 
 
