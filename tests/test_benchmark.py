@@ -77,12 +77,20 @@ def test_runner_needs_the_data_folder(monkeypatch, capsys):
     assert "pass --data-dir" in capsys.readouterr().err
 
 
-def test_time_to_accuracy_stops_at_the_target(mnist_dir, capsys):
+def test_time_to_accuracy_over_seeds_and_targets(mnist_dir, capsys):
     report = bench.main(["--data-dir", str(mnist_dir), "--no-training", "--no-inference",
-                         "--time-to", "0.5", "--recipe", "seed", "--n-train", "2048",
-                         "--compute-dtype", "bfloat16"])
-    (row,) = report["time_to_accuracy"]
-    assert row["compute_dtype"] == "bfloat16" and "(bfloat16)" in capsys.readouterr().out
-    assert row["reached"] and row["test_accuracy"][-1] >= 0.5
-    assert row["epochs"] == len(row["test_accuracy"]) < 5  # stopped early
-    assert row["train_seconds"] > 0 and row["compile_seconds"] > 0
+                         "--time-to", "0.5", "0.8", "--time-to-seeds", "2", "--recipe", "seed",
+                         "--n-train", "2048", "--compute-dtype", "bfloat16"])
+    low, high = report["time_to_accuracy"]
+    assert (low["target"], high["target"]) == (0.5, 0.8)
+    assert [r["seed"] for r in high["runs"]] == [0, 1] and high["compute_dtype"] == "bfloat16"
+    for run in high["runs"]:  # each seed stopped once it reached the higher target
+        assert run["reached"] and run["test_accuracy"][-1] >= 0.8
+        assert run["epochs"] == len(run["test_accuracy"]) < 5
+    for a, b in zip(low["runs"], high["runs"]):  # the lower target came no later
+        assert a["epochs"] <= b["epochs"] and a["train_seconds"] <= b["train_seconds"]
+    assert low["reached"] == high["reached"] == 2
+    assert high["train_seconds_mean"] > 0 and high["compile_seconds_mean"] > 0
+    assert high["epochs_mean"] == sum(r["epochs"] for r in high["runs"]) / 2
+    out = capsys.readouterr().out
+    assert "to 80.0% test accuracy, 2 seeds:" in out and "(bfloat16)" in out and " ± " in out

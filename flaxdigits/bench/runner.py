@@ -123,13 +123,38 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
     return row
 
 
-def time_to_accuracy(data_dir: str, recipe: str, target: float, n_train: int | None = None,
-                     compute_dtype: str = "float32") -> dict[str, Any]:
-    """Train `recipe` in a fresh process until its test accuracy reaches `target`."""
-    args = [data_dir, recipe, str(target), "--compute-dtype", compute_dtype] + (
-        ["--n-train", str(n_train)] if n_train else [])
-    result, _, error = launch("flaxdigits_time_to", *args)
-    return result or {"recipe": recipe, "target": target, "error": error}
+def time_to_accuracy(data_dir: str, recipe: str, targets: list[float], seeds: int = 1,
+                     n_train: int | None = None, compute_dtype: str = "float32"
+                     ) -> list[dict[str, Any]]:
+    """Train `recipe` for seeds 0..seeds-1, each in a fresh process, until its test accuracy
+    reaches every target; one row per target: mean ± std over the seeds that reached it of the
+    training seconds and epochs (compilation apart), as speed records report time to accuracy."""
+    runs = []
+    for seed in range(seeds):
+        args = [data_dir, recipe, *map(str, targets), "--seed", str(seed), "--compute-dtype",
+                compute_dtype] + (["--n-train", str(n_train)] if n_train else [])
+        result, _, error = launch("flaxdigits_time_to", *args)
+        runs.append(result or {"seed": seed, "error": error})
+    rows = []
+    for target in targets:
+        row: dict[str, Any] = {"recipe": recipe, "target": target, "seeds": seeds,
+                               "compute_dtype": compute_dtype, "runs": []}
+        for run in runs:
+            if "error" in run:
+                row["runs"].append(run)
+                continue
+            row["device"] = run["device"]
+            row["runs"].append({"seed": run["seed"], "compile_seconds": run["compile_seconds"],
+                                "test_accuracy": run["test_accuracy"],
+                                **run["targets"][str(target)]})
+        done = [r for r in row["runs"] if r.get("reached")]
+        row["reached"] = len(done)
+        for key in ("train_seconds", "epochs", "compile_seconds"):
+            values = [r[key] for r in done]
+            row[f"{key}_mean"] = statistics.mean(values) if values else None
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
 
 
 def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -291,11 +316,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_num(r['first_step_seconds'], '.2f')} | {r['peak_rss_mb']:,.0f} | "
             f"{_num(r['test_accuracy'], '.2%')} |")
     for r in report.get("time_to_accuracy", []):
-        lines += ["", f"`{r['recipe']}` to {r['target']:.1%} test accuracy: " + (
-            f"failed: {r['error']}" if "error" in r else
-            f"{r['train_seconds']:.2f} s of training over {r['epochs']} epochs (+"
-            f"{r['compile_seconds']:.2f} s compile) on {r['device']}{_dtype(r)}"
-            + ("" if r["reached"] else f", not reached (best {max(r['test_accuracy']):.2%})"))]
+        failed = [f"seed {x['seed']} failed: {x['error']}" for x in r["runs"] if "error" in x]
+        missed = [f"seed {x['seed']} did not reach it (best {max(x['test_accuracy']):.2%})"
+                  for x in r["runs"] if "error" not in x and not x["reached"]]
+        head = f"`{r['recipe']}` to {r['target']:.1%} test accuracy, {r['seeds']} seeds"
+        if r["reached"]:
+            head += (f": {r['train_seconds_mean']:.2f} ± {r['train_seconds_std']:.2f} s of "
+                     f"training, {r['epochs_mean']:.1f} ± {r['epochs_std']:.1f} epochs (+"
+                     f"{r['compile_seconds_mean']:.2f} s compile) on {r['device']}{_dtype(r)}")
+        lines += ["", "; ".join([head, *missed, *failed])]
     startup = report.get("startup")
     if startup:
         lines += ["", "flaxdigits MLP, process start to first finished training step: "
@@ -379,8 +408,11 @@ def parser() -> argparse.ArgumentParser:
                     "(parameters stay float32; bfloat16 is for GPUs, slower on CPU)")
     ap.add_argument("--starts", type=int, help="extra fresh processes timed to the first step, "
                     "without and with the compilation cache (default: 3; --quick: 1)")
-    ap.add_argument("--time-to", type=float, metavar="ACC", help="also train --recipe until "
-                    "the test accuracy reaches ACC (e.g. 0.99) and report the time")
+    ap.add_argument("--time-to", type=float, nargs="+", metavar="ACC", help="also train "
+                    "--recipe until the test accuracy reaches each ACC (e.g. 0.99 0.995) and "
+                    "report the training time and epochs to each")
+    ap.add_argument("--time-to-seeds", type=int, default=1, metavar="N", help="--time-to over "
+                    "seeds 0..N-1, each in a fresh process: mean ± std (default: 1)")
     ap.add_argument("--recipe", default="cnn-fast", help="the recipe for --time-to "
                     "(default: cnn-fast)")
     ap.add_argument("--no-training", dest="training", action="store_false",
@@ -406,8 +438,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "FLAXDIGITS_DATA_DIR")
     if args.plot:  # say so now, not after the whole run
         need("matplotlib", "report", "bench --plot")
-    if any(b < 1 for b in args.batch_sizes) or args.repeats < 1 or args.unroll < 1:
-        ap.error("batch sizes, --repeats and --unroll must be positive")
+    if (any(b < 1 for b in args.batch_sizes) or args.repeats < 1 or args.unroll < 1
+            or args.time_to_seeds < 1):
+        ap.error("batch sizes, --repeats, --unroll and --time-to-seeds must be positive")
     models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])
     epochs = args.epochs or (2 if args.quick else 4)
     n_train = args.n_train or (15_000 if args.quick else None)
@@ -446,9 +479,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       ["first_step_seconds"] for _ in range(starts)]
         report["startup"] = {"cold": cold, "compilation cache (as the CLI)": cached}
     if args.time_to:
-        row = time_to_accuracy(args.data_dir, args.recipe, args.time_to, args.n_train,
-                               args.compute_dtype)
-        report["time_to_accuracy"] = [row]
+        report["time_to_accuracy"] = time_to_accuracy(
+            args.data_dir, args.recipe, args.time_to, args.time_to_seeds, args.n_train,
+            args.compute_dtype)
     if args.inference:
         if args.checkpoints:
             trained = {Path(p).stem: Classifier.load(p) for p in args.checkpoints}

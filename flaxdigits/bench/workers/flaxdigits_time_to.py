@@ -1,40 +1,41 @@
-"""flaxdigits worker for time to accuracy: train a recipe until the test accuracy reaches a target.
+"""flaxdigits worker for time to accuracy: train a recipe until the test accuracy reaches every
+target, and say when it reached each.
 
-    python -m flaxdigits.bench.workers.flaxdigits_time_to DATA_DIR RECIPE TARGET [--n-train N]
-        [--compute-dtype D]
+    python -m flaxdigits.bench.workers.flaxdigits_time_to DATA_DIR RECIPE TARGET [TARGET ...]
+        [--seed S] [--n-train N] [--compute-dtype D]
 
-Reports the training seconds of the epochs up to the one that reached the target (compilation
-apart), or all of them if it never did.
+For each target: the epochs up to the first one whose test accuracy reached it, and their
+training seconds (compilation apart); if the run ends first, all its epochs, not reached.
 """
 
 import argparse
-import dataclasses
 
 ap = argparse.ArgumentParser()
 ap.add_argument("data_dir")
 ap.add_argument("recipe")
-ap.add_argument("target", type=float)
+ap.add_argument("targets", type=float, nargs="+")
+ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--n-train", type=int, default=None)
 ap.add_argument("--compute-dtype", default="float32")
 args = ap.parse_args()
 
 from flaxdigits.bench.workers import common  # noqa: E402
-from flaxdigits.recipes import recipe  # noqa: E402
+from flaxdigits.recipes import resolve  # noqa: E402
 from flaxdigits.training import train  # noqa: E402
 
 
 class Reached(Exception):
-    """Raised from the epoch callback to stop once the target is reached."""
+    """Raised from the epoch callback to stop once the highest target is reached."""
 
 
 data = common.load(args)
-config = dataclasses.replace(recipe(args.recipe), compute_dtype=args.compute_dtype)
+config = resolve(args.recipe, seed=args.seed, compute_dtype=args.compute_dtype)
 runs = []
 
 
 def on_epoch(run):
     runs.append(run)
-    if run.test_accuracy >= args.target:
+    if run.test_accuracy >= max(args.targets):
         raise Reached
 
 
@@ -42,14 +43,21 @@ try:
     train(config, data, on_epoch=on_epoch)
 except Reached:
     pass
-run = runs[-1]
+history = runs[-1].history
+
+
+def when(target: float) -> dict:
+    reached = [h["epoch"] for h in history if h["test_accuracy"] >= target]
+    epochs = reached[0] if reached else len(history)
+    return {"reached": bool(reached), "epochs": epochs,
+            "train_seconds": sum(h["seconds"] for h in history[:epochs])}
+
+
 common.report({
     "framework": "flaxdigits",
     "device": common.jax_device(),
-    "recipe": args.recipe, "target": args.target, "compute_dtype": config.compute_dtype,
-    "reached": run.test_accuracy >= args.target,
-    "epochs": len(run.history),
-    "train_seconds": run.train_seconds,
-    "compile_seconds": run.compile_seconds,
-    "test_accuracy": [h["test_accuracy"] for h in run.history],
+    "recipe": args.recipe, "seed": args.seed, "compute_dtype": config.compute_dtype,
+    "compile_seconds": runs[-1].compile_seconds,
+    "test_accuracy": [h["test_accuracy"] for h in history],
+    "targets": {str(t): when(t) for t in args.targets},
 })
