@@ -14,11 +14,11 @@ from pathlib import Path
 
 import flax
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 import flaxdigits
-from flaxdigits.checkpoint_file import check_like, declared_config, load, require, save
+from flaxdigits.checkpoint_file import declared_config, load, require, save
+from flaxdigits.inference import fill
 from flaxdigits.training import TrainResult, create_model_and_optimizer
 
 
@@ -53,10 +53,8 @@ def load_result(path: str | os.PathLike) -> TrainResult:
     config = declared_config(meta, path)
     # The (model, optimizer) pair as shapes only, then filled with the file's arrays.
     graph, state = nnx.split(nnx.eval_shape(lambda: create_model_and_optimizer(config)))
-    params, opt_state = require(tree, "params", path), require(tree, "optimizer", path)
-    check_like(nnx.to_pure_dict(state[0]), params, path, "params")
-    check_like(nnx.to_pure_dict(state[1]), opt_state, path, "optimizer")
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, {0: params, 1: opt_state}))
+    fill(state[0], require(tree, "params", path), path, "params")
+    fill(state[1], require(tree, "optimizer", path), path, "optimizer")
     model, optimizer = nnx.merge(graph, state)
     return TrainResult(config, model, optimizer, list(meta.get("history") or []),
                        compile_seconds=0.0)

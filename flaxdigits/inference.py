@@ -20,7 +20,7 @@ from flax import nnx
 from flaxdigits import checkpoint_file
 from flaxdigits.config import ModelConfig
 from flaxdigits.errors import InputError
-from flaxdigits.models import build_model, graphdef
+from flaxdigits.models import abstract_model, graphdef
 
 SHAPES = "[N, 28, 28], [N, 28, 28, 1] or [N, 784]"
 MAX_CHUNK = 1024  # examples per compiled call: bounds memory, and few distinct shapes compile
@@ -123,9 +123,11 @@ def evaluate_pixels(config: ModelConfig, params: nnx.State, pixels: np.ndarray,
     return {"loss": loss / n, "accuracy": correct / n, "n": n}
 
 
-def abstract_params(config: ModelConfig) -> nnx.State:
-    """The parameter state of `config`'s model as shapes and dtypes (no arrays are made)."""
-    return nnx.state(nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0))), nnx.Param)
+def fill(state: nnx.State, tree: dict[str, Any], path: str | os.PathLike, where: str) -> None:
+    """Put the arrays of checkpoint subtree `tree` into `state` (shapes only, say), after
+    checking that it has the state's structure and shapes."""
+    checkpoint_file.check_like(nnx.to_pure_dict(state), tree, path, where)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, tree))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,11 +147,9 @@ class Classifier:
         """
         meta, tree = checkpoint_file.load(path)
         config = checkpoint_file.model_config(meta, path)
-        params = checkpoint_file.require(tree, "params", path)
-        state = abstract_params(config)
-        checkpoint_file.check_like(nnx.to_pure_dict(state), params, path, "params")
-        nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
-        return cls(config, state, meta=meta)
+        params = nnx.state(abstract_model(config), nnx.Param)
+        fill(params, checkpoint_file.require(tree, "params", path), path, "params")
+        return cls(config, params, meta=meta)
 
     @property
     def model(self) -> nnx.Module:

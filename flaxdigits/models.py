@@ -83,9 +83,13 @@ def build_model(config: ModelConfig, dtype: str = "float32", *,
     return MLP(config.hidden, config.scale, dtype=jnp.dtype(dtype), rngs=rngs)
 
 
+def abstract_model(config: ModelConfig, dtype: str = "float32") -> MLP | CNN:
+    """`config`'s model with shapes and dtypes in place of arrays (none are made)."""
+    return nnx.eval_shape(lambda: build_model(config, dtype, rngs=nnx.Rngs(0)))
+
+
 @functools.lru_cache(maxsize=None)
 def graphdef(config: ModelConfig, dtype: str = "float32") -> nnx.GraphDef:
-    """The structure of `config`'s model without its parameters (no arrays are made), to merge
-    with a parameter state: `nnx.merge(graphdef(config), params)`."""
-    abstract = nnx.eval_shape(lambda: build_model(config, dtype, rngs=nnx.Rngs(0)))
-    return nnx.split(abstract)[0]
+    """The structure of `config`'s model without its parameters, to merge with a parameter
+    state: `nnx.merge(graphdef(config), params)`."""
+    return nnx.split(abstract_model(config, dtype))[0]
