@@ -43,6 +43,11 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _flag(f: dataclasses.Field) -> str:
+    """The command-line flag of config field `f` (`kind` is `--model`)."""
+    return "--" + (f.metadata["flag"] or f.name).replace("_", "-")
+
+
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per config option (`flaxdigits.config`): its type, choices, help and default.
 
@@ -50,7 +55,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     """
     defaults = TrainConfig()
     for f, cls in cli_options():
-        flag = "--" + (f.metadata["flag"] or f.name).replace("_", "-")
+        flag = _flag(f)
         default = getattr(defaults.model if cls is not TrainConfig else defaults, f.name)
         kw: dict[str, Any] = {"dest": f.name, "default": None,
                               "help": f"{f.metadata['help']} (default: {_shown(default)})"}
@@ -144,8 +149,9 @@ def cmd_train(args) -> dict[str, Any]:
 
     resume = None
     if args.resume:
-        clash = [f"--{k.replace('_', '-')}" for k in ["recipe", *_given(args)] if k != "epochs"
-                 and getattr(args, k) is not None]
+        given = _given(args)
+        clash = ["--recipe"] * bool(args.recipe) + [
+            _flag(f) for f, _ in cli_options() if f.name != "epochs" and f.name in given]
         if clash:
             raise InputError(f"--resume continues the saved recipe; only --epochs may change, "
                              f"not {' '.join(clash)}")

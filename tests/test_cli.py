@@ -54,6 +54,8 @@ def test_resume_only_changes_epochs(mnist_dir, tmp_path, capsys):
     assert main(["train", "--resume", str(ckpt), "--lr", "0.1", "--data-dir",
                  str(mnist_dir)]) == 1
     assert "only --epochs may change, not --lr" in capsys.readouterr().err
+    assert main(["train", "--resume", str(ckpt), "--model", "cnn", "--no-scale"]) == 1
+    assert "not --model --scale" in capsys.readouterr().err
     assert main(["train", "--resume", str(ckpt), "--epochs", "2", "--data-dir",
                  str(mnist_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 2
