@@ -12,11 +12,21 @@ import jax.numpy as jnp
 
 from flaxdigits.config import Augment
 
+def draws(key: jax.Array, n: int) -> jax.Array:
+    """The n images' random numbers for `transform`: uniform in [-1, 1), [n, 5]."""
+    return jax.random.uniform(key, (n, 5), minval=-1.0, maxval=1.0)
+
+
 def affine(key: jax.Array, images: jax.Array, aug: Augment) -> jax.Array:
     """Randomly transformed copies of `images` [B, 28, 28] or [B, 784], as float32 [B, 28, 28]."""
+    return transform(draws(key, images.shape[0]), images, aug)
+
+
+def transform(u: jax.Array, images: jax.Array, aug: Augment) -> jax.Array:
+    """`images` [B, 28, 28] or [B, 784] transformed as `u` [B, 5] (see `draws`) says, scaled by
+    the strengths in `aug`, as float32 [B, 28, 28]."""
     x = images.reshape(-1, 28, 28).astype(jnp.float32)
     b = x.shape[0]
-    u = jax.random.uniform(key, (b, 5), minval=-1.0, maxval=1.0)
     angle = jnp.deg2rad(aug.rotate) * u[:, 0]
     scale = 1.0 + aug.scale * u[:, 1]
     shear = jnp.deg2rad(aug.shear) * u[:, 2]

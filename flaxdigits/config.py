@@ -71,9 +71,14 @@ class ModelConfig:
                                        metavar="N")
     kernels: tuple[int, ...] = option((5, 3), "cnn: their kernel sizes", metavar="K")
     dense: int = option(128, "cnn: width of the dense layer before the logits (0: none)")
+    conv: str = option("auto", "cnn: how the convolutions compute (the same maths and "
+                       "parameters): im2col (strided slices and one matmul), lax (XLA's "
+                       "convolution op); auto: im2col on CPU, lax elsewhere",
+                       choices=("auto", "im2col", "lax"))
 
     def __post_init__(self):
-        _check_choice(self, "kind")
+        for name in ("kind", "conv"):
+            _check_choice(self, name)
         for name in ("hidden", "channels", "kernels"):
             widths = tuple(int(w) for w in getattr(self, name))
             object.__setattr__(self, name, widths)

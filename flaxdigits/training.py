@@ -7,8 +7,8 @@ of (graphdef, state) under `jax.jit`, with `nnx.merge` in the traced body, which
 recipe for speed (no per-call Python overhead of `nnx.jit`).
 
 The training images stay on the device as uint8 for the whole run. Each epoch draws its shuffle
-on the device, and every scan step gathers its batch from the uint8 array and scales it inside
-the model, so no float copy of the data set is ever made.
+on the device and gathers its batches in one pass, still uint8 (scaled inside the model), or
+augmented as float32 when augmentation is on: one epoch's worth, 190 MB for MNIST.
 """
 
 from __future__ import annotations
@@ -26,23 +26,25 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flaxdigits.augment import affine
+from flaxdigits.augment import draws, transform
 from flaxdigits.config import TrainConfig
 from flaxdigits.data import Mnist
 from flaxdigits.errors import InputError
 from flaxdigits.inference import Classifier, evaluate_pixels
-from flaxdigits.models import build_model
+from flaxdigits.models import build_model, conv_impl
 from flaxdigits.paths import cache_dir
 
 
 def resolve_loop(config: TrainConfig, backend: str | None = None) -> str:
-    """The loop `config` runs: "auto" means a scan for the MLP everywhere and for the CNN on
-    accelerators, one jitted step per batch for the CNN on CPU, where a conv step ran 9x slower
-    inside `lax.scan` (364 vs 40 ms per batch of 128)."""
+    """The loop `config` runs: "auto" means a scan, except for a CNN whose convolutions are
+    XLA's conv op on CPU: that step ran ~9x slower inside `lax.scan` (1,000 vs 9,000 samples/s at
+    batch 128), so it takes one jitted step per batch."""
     if config.loop != "auto":
         return config.loop
     backend = backend or jax.default_backend()
-    return "step" if config.model.kind == "cnn" and backend == "cpu" else "scan"
+    lax_conv_on_cpu = (config.model.kind == "cnn" and backend == "cpu"
+                       and conv_impl(config.model.conv, backend) == "lax")
+    return "step" if lax_conv_on_cpu else "scan"
 
 
 @dataclasses.dataclass
@@ -167,15 +169,31 @@ def epoch_plan(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.
     return order.reshape(steps, batch_size), jax.random.split(jax.random.fold_in(key, 1), steps)
 
 
-def batch_step(graph: nnx.GraphDef, state: nnx.State, images: jax.Array, labels: jax.Array,
-               idx: jax.Array, key: jax.Array, config: TrainConfig):
-    """Pure: gather batch `idx` from the uint8 images, augment it if configured, and take one
-    step of the (model, optimizer) pair split as (graph, state) -> (new state, metrics)."""
-    model, optimizer = nnx.merge(graph, state)
-    x = images[idx]
+def epoch_batches(key: jax.Array, images: jax.Array, labels: jax.Array,
+                  config: TrainConfig) -> tuple[jax.Array, jax.Array]:
+    """An epoch's shuffled batches, gathered (and augmented, if configured) on the device in
+    one pass: images [steps, B, 784] uint8 or [steps, B, 28, 28] float32, labels [steps, B].
+
+    Augmenting the whole epoch at once lets XLA:CPU spread the resampling over all cores; per
+    step, inside the scan, it took twice as long (a CNN epoch at batch 128: 1.7 vs 0.9 s).
+    Batch i draws from key i as `affine` does (by `lax.map`: the "rbg" keys draw other numbers
+    under `vmap`), so every image is transformed as it would be one batch at a time.
+    """
+    order, keys = epoch_plan(key, images.shape[0], config.batch_size)
+    x = images[order]
     if config.augment.enabled:
-        x = affine(key, x, config.augment)
-    metrics = train_step(model, optimizer, (x, labels[idx]), config.label_smoothing)
+        u = jax.lax.map(lambda k: draws(k, config.batch_size), keys)
+        x = transform(u.reshape(-1, 5), x.reshape(-1, 784), config.augment).reshape(
+            *order.shape, 28, 28)
+    return x, labels[order]
+
+
+def batch_step(graph: nnx.GraphDef, state: nnx.State, x: jax.Array, y: jax.Array,
+               config: TrainConfig):
+    """Pure: one step of the (model, optimizer) pair split as (graph, state) on the batch
+    (x, y) -> (new state, metrics)."""
+    model, optimizer = nnx.merge(graph, state)
+    metrics = train_step(model, optimizer, (x, y), config.label_smoothing)
     return nnx.state((model, optimizer)), metrics
 
 
@@ -187,19 +205,26 @@ def train_epoch(graph: nnx.GraphDef, state: nnx.State, images: jax.Array, labels
                 key: jax.Array, config: TrainConfig):
     """One epoch over `images` uint8 [N, 784] as one compiled scan of `batch_step` over the
     split (model, optimizer) state -> (state, mean metrics)."""
-    order, keys = epoch_plan(key, images.shape[0], config.batch_size)
+    xs, ys = epoch_batches(key, images, labels, config)
 
     def body(state, batch):
-        return batch_step(graph, state, images, labels, *batch, config)
+        return batch_step(graph, state, *batch, config)
 
-    state, metrics = jax.lax.scan(body, state, (order, keys), unroll=min(config.unroll,
-                                                                         len(order)))
+    state, metrics = jax.lax.scan(body, state, (xs, ys), unroll=min(config.unroll, len(xs)))
     return state, jax.tree.map(jnp.mean, metrics)
 
 
 # On XLA:CPU (jax 0.10) the small matmuls of an MLP step ran ~10% faster through Eigen than
-# through YNNPACK fusions (epochs of the seed MLP at batch 32 and 128).
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# through YNNPACK fusions (epochs of the seed MLP at batch 32 and 128), while the CNN's im2col
+# step ran ~1.8x faster with them at batch 32 (13,500 vs 7,500 samples/s), so the MLP alone
+# turns them off.
+MLP_CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def compiler_options(config: TrainConfig, backend: str | None = None) -> dict[str, str]:
+    """The XLA options `config`'s training programs compile with on `backend`."""
+    backend = backend or jax.default_backend()
+    return MLP_CPU_COMPILER_OPTIONS if backend == "cpu" and config.model.kind == "mlp" else {}
 
 
 def compile_epoch(graph: nnx.GraphDef, state: nnx.State, images: jax.Array, labels: jax.Array,
@@ -208,28 +233,34 @@ def compile_epoch(graph: nnx.GraphDef, state: nnx.State, images: jax.Array, labe
 
     Returns f(state, images, labels, key) -> (state, mean metrics) for either loop.
     """
+    options = compiler_options(config)
     if resolve_loop(config) == "scan":
-        return compile_lowered(train_epoch.lower(graph, state, images, labels, key, config))
-    order, keys = epoch_plan(key, images.shape[0], config.batch_size)
-    step = compile_lowered(train_batch.lower(graph, state, images, labels, order[0], keys[0],
-                                             config))
+        return compile_lowered(train_epoch.lower(graph, state, images, labels, key, config),
+                               options)
+    batches = compile_lowered(jax.jit(epoch_batches, static_argnames="config").lower(
+        key, images, labels, config), options)
+    one = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
+           for a in jax.eval_shape(functools.partial(epoch_batches, config=config), key,
+                                   images, labels)]
+    step = compile_lowered(train_batch.lower(graph, state, *one, config), options)
 
     def run(state, images, labels, key):
-        order, keys = epoch_plan(key, images.shape[0], config.batch_size)
+        xs, ys = batches(key, images, labels)
         metrics = []
-        for idx, k in zip(order, keys):
-            state, m = step(state, images, labels, idx, k)
+        for x, y in zip(xs, ys):
+            state, m = step(state, x, y)
             metrics.append(m)
         return state, jax.tree.map(lambda *m: jnp.mean(jnp.stack(m)), *metrics)
 
     return run
 
 
-def compile_lowered(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
-    """Compile a lowered program with this backend's XLA options (CPU_COMPILER_OPTIONS)."""
-    if jax.default_backend() == "cpu":
+def compile_lowered(lowered: jax.stages.Lowered,
+                    options: dict[str, str] | None = None) -> jax.stages.Compiled:
+    """Compile a lowered program with XLA `options` (see `compiler_options`)."""
+    if options:
         try:
-            return lowered.compile(CPU_COMPILER_OPTIONS)
+            return lowered.compile(options)
         except Exception:  # an XLA that no longer knows the option: compile as is
             pass
     return lowered.compile()

@@ -20,7 +20,8 @@ if args.model != "mlp":
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from flaxdigits.training import compile_lowered, epoch_plan, prng_key  # noqa: E402
+from flaxdigits.config import TrainConfig  # noqa: E402
+from flaxdigits.training import compile_lowered, compiler_options, epoch_plan, prng_key  # noqa: E402,E501
 
 data = common.load(args)
 n, bs = len(data.train_images), args.batch_size
@@ -47,7 +48,7 @@ def epoch(w, images, key):
 k1, k2 = jax.random.split(jax.random.key(0))
 w = (jax.random.normal(k1, (784, 100)) * 0.05, jax.random.normal(k2, (100, 10)) * 0.1)
 t0 = time.perf_counter()
-run = compile_lowered(epoch.lower(w, images, prng_key(0)))  # flaxdigits' own XLA options
+run = compile_lowered(epoch.lower(w, images, prng_key(0)), compiler_options(TrainConfig()))
 compile_seconds = time.perf_counter() - t0
 seconds = []
 for e in range(max(args.epochs, 1)):
