@@ -57,17 +57,20 @@ def test_runner_writes_json_table_and_plot(mnist_dir, tmp_path, capsys, no_torch
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cnn_rows_have_keras_and_both_torch_layouts(mnist_dir, no_torch):
+def test_cnn_rows_have_keras_all_torch_variants_and_the_conv_op(mnist_dir, no_torch):
     report = bench.main(["--data-dir", str(mnist_dir), "--models", "cnn", "--n-train", "1024",
                          "--epochs", "2", "--batch-sizes", "128", "--starts", "0",
                          "--no-inference"])
     rows = {r["framework"]: r for r in report["training"]}
-    assert set(rows) == {"flaxdigits", "keras", "torch", "torch-cl"}  # no ceiling for the CNN
-    ours = rows["flaxdigits"]
-    assert ours["loop"] == "step" and ours["samples_per_second_median"] > 0
+    assert set(rows) == {"flaxdigits", "lax-conv", "keras", "torch", "torch-cl",
+                         "torch-compile"}  # no ceiling for the CNN
+    ours, lax = rows["flaxdigits"], rows["lax-conv"]
+    assert (ours["loop"], ours["conv"]) == ("scan", "im2col") and ours["samples_per_second_median"] > 0
+    assert (lax["loop"], lax["conv"]) == ("step", "lax") and lax["flaxdigits_ratio"] > 0
     assert rows["keras"]["samples_per_second_median"] > 0 and rows["keras"]["flaxdigits_ratio"] > 0
     assert rows["keras"]["test_accuracy"] > 0.5  # the Keras CNN did learn
-    assert "torch" in rows["torch"]["missing"] and "torch" in rows["torch-cl"]["missing"]
+    for name in ("torch", "torch-cl", "torch-compile"):
+        assert "torch" in rows[name]["missing"]
 
 
 def test_runner_needs_the_data_folder(monkeypatch, capsys):
@@ -80,8 +83,8 @@ def test_runner_needs_the_data_folder(monkeypatch, capsys):
 def test_time_to_accuracy_over_seeds_and_targets(mnist_dir, capsys):
     report = bench.main(["--data-dir", str(mnist_dir), "--no-training", "--no-inference",
                          "--time-to", "0.5", "0.8", "--time-to-seeds", "2", "--recipe", "seed",
-                         "--n-train", "2048", "--compute-dtype", "bfloat16"])
-    low, high = report["time_to_accuracy"]
+                         "--n-train", "2048", "--compute-dtype", "bfloat16", "--peers"])
+    low, high = report["time_to_accuracy"]  # flaxdigits only: no peers
     assert (low["target"], high["target"]) == (0.5, 0.8)
     assert [r["seed"] for r in high["runs"]] == [0, 1] and high["compute_dtype"] == "bfloat16"
     for run in high["runs"]:  # each seed stopped once it reached the higher target
@@ -94,3 +97,20 @@ def test_time_to_accuracy_over_seeds_and_targets(mnist_dir, capsys):
     assert high["epochs_mean"] == sum(r["epochs"] for r in high["runs"]) / 2
     out = capsys.readouterr().out
     assert "to 80.0% test accuracy, 2 seeds:" in out and "(bfloat16)" in out and " ± " in out
+
+
+def test_time_to_accuracy_of_the_pytorch_recipe_or_why_not(mnist_dir, capsys):
+    # With torch installed: the same recipe trained in PyTorch, in the same report; without
+    # it: one line that says so, and the flaxdigits rows still there.
+    report = bench.main(["--data-dir", str(mnist_dir), "--no-training", "--no-inference",
+                         "--time-to", "0.8", "--recipe", "seed", "--n-train", "2048",
+                         "--peers", "torch"])
+    rows = {r["framework"]: r for r in report["time_to_accuracy"]}
+    assert set(rows) == {"flaxdigits", "torch"} and rows["flaxdigits"]["reached"] == 1
+    out = capsys.readouterr().out
+    if "missing" in rows["torch"]:
+        assert "torch: `seed` to 80.0% test accuracy: not installed" in out
+    else:
+        run, = rows["torch"]["runs"]
+        assert run["reached"] and run["test_accuracy"][-1] >= 0.8
+        assert "torch: `seed` to 80.0% test accuracy, 1 seeds:" in out

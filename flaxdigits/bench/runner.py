@@ -1,14 +1,16 @@
 """flaxdigits benchmarks: training throughput beside Keras and PyTorch, start-up, inference latency.
 
     flaxdigits bench [--quick] [--models mlp cnn] [--batch-sizes 32 128 1024 ...]
-        [--peers keras torch torch-cl ceiling] [--epochs 4] [--repeats N] [--unroll U]
-        [--compute-dtype bfloat16]
+        [--peers lax-conv keras torch torch-cl torch-compile ceiling] [--epochs 4]
+        [--repeats N] [--unroll U] [--compute-dtype bfloat16]
+        [--time-to ACC [ACC ...]] [--time-to-seeds N] [--recipe cnn-fast]
         [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
     (or: python benchmarks/bench.py ..., or python -m flaxdigits.bench.runner ...)
 
 Every (model, batch size, framework) row trains in a fresh process (flaxdigits.bench.workers)
 on the same IDX data with the seed recipe (Adam 1e-3, pixels / 255), the MLP or the CNN of
-`cnn-fast` (in Keras, and in PyTorch both NCHW and channels_last): steady-state samples/s is the
+`cnn-fast` (in Keras, and in PyTorch NCHW, channels_last and compiled; and flaxdigits' own CNN
+through XLA's convolution op, "lax-conv"): steady-state samples/s is the
 median over the epochs after the first (min..max beside it), the first epoch includes compiling
 or tracing, start -> first step times the process from launch to its first finished training
 step, and peak memory is the process's peak RSS (and the device's peak on a GPU). The peers are
@@ -52,15 +54,21 @@ from flaxdigits.litert import LiteRTClassifier
 from flaxdigits.plots import pyplot
 from flaxdigits.training import create_model_and_optimizer
 
-# framework -> (worker module, extra arguments, the models it has rows for)
+# framework -> (worker module, extra arguments, the models it has rows for). "lax-conv" is
+# flaxdigits' CNN through XLA's convolution op in a per-batch loop, its CPU path before im2col.
 FRAMEWORKS = {"flaxdigits": ("flaxdigits_train", [], ("mlp", "cnn")),
+              "lax-conv": ("flaxdigits_train", ["--conv", "lax"], ("cnn",)),
               "keras": ("keras_peer", [], ("mlp", "cnn")),
               "torch": ("torch_peer", [], ("mlp", "cnn")),
               "torch-cl": ("torch_peer", ["--channels-last"], ("cnn",)),
+              "torch-compile": ("torch_peer", ["--compile"], ("cnn",)),
               "ceiling": ("matmul_ceiling", [], ("mlp",))}
 PEERS = [f for f in FRAMEWORKS if f != "flaxdigits"]
 INSTALL = {"keras": "pip install 'flaxdigits[keras]'", "torch": "pip install 'flaxdigits[torch]'",
-           "torch-cl": "pip install 'flaxdigits[torch]'"}
+           "torch-cl": "pip install 'flaxdigits[torch]'",
+           "torch-compile": "pip install 'flaxdigits[torch]'"}
+# framework -> its time-to-accuracy worker
+TIME_TO = {"flaxdigits": "flaxdigits_time_to", "torch": "torch_time_to"}
 # Modules whose distribution has another name, in the order to try.
 DISTRIBUTIONS = {"ai_edge_litert": ["ai-edge-litert"],
                  "tensorflow": ["tensorflow", "tensorflow-cpu"]}
@@ -114,7 +122,7 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
     if error:
         row["error"] = error
         return row
-    row.update(result, first_step_seconds=first_step)
+    row.update(result, framework=framework, first_step_seconds=first_step)
     if "epoch_seconds" in result:
         row["samples_per_second"] = [result["samples_per_epoch"] / s
                                      for s in result["epoch_seconds"]]
@@ -124,22 +132,30 @@ def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epoch
 
 
 def time_to_accuracy(data_dir: str, recipe: str, targets: list[float], seeds: int = 1,
-                     n_train: int | None = None, compute_dtype: str = "float32"
-                     ) -> list[dict[str, Any]]:
-    """Train `recipe` for seeds 0..seeds-1, each in a fresh process, until its test accuracy
-    reaches every target; one row per target: mean ± std over the seeds that reached it of the
-    training seconds and epochs (compilation apart), as speed records report time to accuracy."""
+                     n_train: int | None = None, compute_dtype: str = "float32",
+                     framework: str = "flaxdigits", threads: int = 0) -> list[dict[str, Any]]:
+    """Train `recipe` in `framework` (flaxdigits or torch) for seeds 0..seeds-1, each in a
+    fresh process, until its test accuracy reaches every target; one row per target: mean ± std
+    over the seeds that reached it of the training seconds and epochs (compilation apart), as
+    speed records report time to accuracy."""
     runs = []
     for seed in range(seeds):
-        args = [data_dir, recipe, *map(str, targets), "--seed", str(seed), "--compute-dtype",
-                compute_dtype] + (["--n-train", str(n_train)] if n_train else [])
-        result, _, error = launch("flaxdigits_time_to", *args)
+        args = [data_dir, recipe, *map(str, targets), "--seed", str(seed)] + (
+            ["--n-train", str(n_train)] if n_train else []) + (
+            ["--compute-dtype", compute_dtype] if framework == "flaxdigits"
+            else ["--threads", str(threads)])
+        result, _, error = launch(TIME_TO[framework], *args)
         runs.append(result or {"seed": seed, "error": error})
+        if "missing" in runs[-1]:
+            break  # not installed: no point trying the other seeds
     rows = []
     for target in targets:
-        row: dict[str, Any] = {"recipe": recipe, "target": target, "seeds": seeds,
-                               "compute_dtype": compute_dtype, "runs": []}
+        row: dict[str, Any] = {"framework": framework, "recipe": recipe, "target": target,
+                               "seeds": seeds, "compute_dtype": compute_dtype, "runs": []}
         for run in runs:
+            if "missing" in run:
+                row["missing"] = run["missing"]
+                continue
             if "error" in run:
                 row["runs"].append(run)
                 continue
@@ -150,7 +166,7 @@ def time_to_accuracy(data_dir: str, recipe: str, targets: list[float], seeds: in
         done = [r for r in row["runs"] if r.get("reached")]
         row["reached"] = len(done)
         for key in ("train_seconds", "epochs", "compile_seconds"):
-            values = [r[key] for r in done]
+            values = [r[key] for r in done if r[key] is not None]  # PyTorch compiles nothing
             row[f"{key}_mean"] = statistics.mean(values) if values else None
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         rows.append(row)
@@ -316,14 +332,20 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_num(r['first_step_seconds'], '.2f')} | {r['peak_rss_mb']:,.0f} | "
             f"{_num(r['test_accuracy'], '.2%')} |")
     for r in report.get("time_to_accuracy", []):
+        head = f"{r['framework']}: `{r['recipe']}` to {r['target']:.1%} test accuracy"
+        if "missing" in r:
+            lines += ["", f"{head}: not installed ({INSTALL[r['framework']]}): {r['missing']}"]
+            continue
         failed = [f"seed {x['seed']} failed: {x['error']}" for x in r["runs"] if "error" in x]
         missed = [f"seed {x['seed']} did not reach it (best {max(x['test_accuracy']):.2%})"
                   for x in r["runs"] if "error" not in x and not x["reached"]]
-        head = f"`{r['recipe']}` to {r['target']:.1%} test accuracy, {r['seeds']} seeds"
+        head += f", {r['seeds']} seeds"
         if r["reached"]:
+            compile_ = (f" (+{r['compile_seconds_mean']:.2f} s compile)"
+                        if r["compile_seconds_mean"] is not None else "")
             head += (f": {r['train_seconds_mean']:.2f} ± {r['train_seconds_std']:.2f} s of "
-                     f"training, {r['epochs_mean']:.1f} ± {r['epochs_std']:.1f} epochs (+"
-                     f"{r['compile_seconds_mean']:.2f} s compile) on {r['device']}{_dtype(r)}")
+                     f"training, {r['epochs_mean']:.1f} ± {r['epochs_std']:.1f} epochs"
+                     f"{compile_} on {r['device']}{_dtype(r)}")
         lines += ["", "; ".join([head, *missed, *failed])]
     startup = report.get("startup")
     if startup:
@@ -358,8 +380,9 @@ def plot(report: dict[str, Any], path: str) -> None:
             series.setdefault((r["framework"], r["model"]), []).append(
                 (r["batch_size"], r["samples_per_second_median"]))
     dtypes = {r["framework"]: _dtype(r) for r in report["training"]}
-    colors = {"flaxdigits": "tab:blue", "keras": "tab:red", "torch": "tab:orange",
-              "torch-cl": "tab:brown", "ceiling": "tab:gray"}
+    colors = {"flaxdigits": "tab:blue", "lax-conv": "tab:cyan", "keras": "tab:red",
+              "torch": "tab:orange", "torch-cl": "tab:brown", "torch-compile": "tab:pink",
+              "ceiling": "tab:gray"}
     for (framework, model), points in sorted(series.items()):
         points.sort()
         ceiling = framework == "ceiling"
@@ -388,8 +411,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--peers", nargs="*", choices=PEERS, default=PEERS,
                     help="what to compare with (default: all): the Keras and PyTorch peers "
-                    "(MLP and CNN), PyTorch's channels_last CNN (torch-cl), and the ceiling, "
-                    "an epoch of only the MLP's matmuls")
+                    "(MLP and CNN), PyTorch's channels_last and compiled CNNs (torch-cl, "
+                    "torch-compile), flaxdigits' CNN through XLA's conv op (lax-conv), and the "
+                    "ceiling, an epoch of only the MLP's matmuls; torch also adds PyTorch's "
+                    "--time-to")
     ap.add_argument("--epochs", type=int, help="epochs per row: the first is reported apart, "
                     "the rest are steady state (default: 4; --quick: 2)")
     ap.add_argument("--repeats", type=int, default=1, help="run every row this many times, "
@@ -410,7 +435,8 @@ def parser() -> argparse.ArgumentParser:
                     "without and with the compilation cache (default: 3; --quick: 1)")
     ap.add_argument("--time-to", type=float, nargs="+", metavar="ACC", help="also train "
                     "--recipe until the test accuracy reaches each ACC (e.g. 0.99 0.995) and "
-                    "report the training time and epochs to each")
+                    "report the training time and epochs to each, in flaxdigits and (if a torch "
+                    "peer is asked for) in PyTorch")
     ap.add_argument("--time-to-seeds", type=int, default=1, metavar="N", help="--time-to over "
                     "seeds 0..N-1, each in a fresh process: mean ± std (default: 1)")
     ap.add_argument("--recipe", default="cnn-fast", help="the recipe for --time-to "
@@ -479,9 +505,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       ["first_step_seconds"] for _ in range(starts)]
         report["startup"] = {"cold": cold, "compilation cache (as the CLI)": cached}
     if args.time_to:
-        report["time_to_accuracy"] = time_to_accuracy(
-            args.data_dir, args.recipe, args.time_to, args.time_to_seeds, args.n_train,
-            args.compute_dtype)
+        report["time_to_accuracy"] = [
+            row for framework in TIME_TO if framework == "flaxdigits" or framework in args.peers
+            for row in time_to_accuracy(args.data_dir, args.recipe, args.time_to,
+                                        args.time_to_seeds, args.n_train, args.compute_dtype,
+                                        framework, args.torch_threads)]
     if args.inference:
         if args.checkpoints:
             trained = {Path(p).stem: Classifier.load(p) for p in args.checkpoints}

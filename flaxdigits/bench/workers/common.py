@@ -22,7 +22,7 @@ from flaxdigits.data import Mnist, load_idx
 
 def parse_args() -> argparse.Namespace:
     """DATA_DIR MODEL BATCH EPOCHS [--n-train N] [--threads T] [--cache DIR] [--unroll U]
-    [--compute-dtype D] [--channels-last]."""
+    [--compute-dtype D] [--channels-last] [--compile] [--conv C]."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
     ap.add_argument("model", choices=["mlp", "cnn"])
@@ -35,6 +35,8 @@ def parse_args() -> argparse.Namespace:
                     "iteration")
     ap.add_argument("--compute-dtype", default="float32", help="JAX workers: matmul dtype")
     ap.add_argument("--channels-last", action="store_true", help="PyTorch: NHWC memory format")
+    ap.add_argument("--compile", action="store_true", help="PyTorch: torch.compile the model")
+    ap.add_argument("--conv", default="auto", help="flaxdigits CNN: the convolution path")
     return ap.parse_args()
 
 
@@ -65,6 +67,15 @@ def jax_device() -> str:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_to(history: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """For a run's per-epoch history ("epoch", "seconds", "test_accuracy"): the epochs up to the
+    first that reached `target` and their training seconds; if none did, all of them."""
+    reached = [h["epoch"] for h in history if h["test_accuracy"] >= target]
+    epochs = reached[0] if reached else len(history)
+    return {"reached": bool(reached), "epochs": epochs,
+            "train_seconds": sum(h["seconds"] for h in history[:epochs])}
 
 
 def report(result: dict[str, Any]) -> None:

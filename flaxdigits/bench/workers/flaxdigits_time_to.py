@@ -45,19 +45,11 @@ except Reached:
     pass
 history = runs[-1].history
 
-
-def when(target: float) -> dict:
-    reached = [h["epoch"] for h in history if h["test_accuracy"] >= target]
-    epochs = reached[0] if reached else len(history)
-    return {"reached": bool(reached), "epochs": epochs,
-            "train_seconds": sum(h["seconds"] for h in history[:epochs])}
-
-
 common.report({
     "framework": "flaxdigits",
     "device": common.jax_device(),
     "recipe": args.recipe, "seed": args.seed, "compute_dtype": config.compute_dtype,
     "compile_seconds": runs[-1].compile_seconds,
     "test_accuracy": [h["test_accuracy"] for h in history],
-    "targets": {str(t): when(t) for t in args.targets},
+    "targets": {str(t): common.time_to(history, t) for t in args.targets},
 })

@@ -8,13 +8,14 @@ import jax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from flaxdigits.config import ModelConfig, TrainConfig  # noqa: E402
+from flaxdigits.models import conv_impl  # noqa: E402
 from flaxdigits.training import (create_model_and_optimizer,  # noqa: E402
                                  enable_compilation_cache, resolve_loop, train, train_step)
 
 if args.cache:
     enable_compilation_cache(args.cache)
 data = common.load(args)
-config = TrainConfig(model=ModelConfig(kind=args.model), batch_size=args.batch_size,
+config = TrainConfig(model=ModelConfig(kind=args.model, conv=args.conv), batch_size=args.batch_size,
                      epochs=max(args.epochs, 1), unroll=args.unroll,
                      compute_dtype=args.compute_dtype)
 # A user's first step, as Flax's MNIST tutorial takes it: a new model and optimizer, then
@@ -36,6 +37,7 @@ common.report({
     "version": f"jax {jax.__version__}",
     "device": common.jax_device(),
     "loop": resolve_loop(config),
+    "conv": conv_impl(config.model.conv) if args.model == "cnn" else None,
     "unroll": config.unroll,
     "compute_dtype": config.compute_dtype,
     "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size,

@@ -1,10 +1,11 @@
 """PyTorch peer: flaxdigits' networks the fastest way a PyTorch user would write them.
 
 The seed MLP, or the CNN of `cnn-fast` (conv 5x5/2 32, conv 3x3/2 64, dense 128, the same
-shapes; PyTorch pads symmetrically where XLA's "SAME" pads one more pixel at the end). Eager
-mode (torch.compile never helped the MLP here), the data preloaded as tensors on the device, a
-fresh permutation per epoch, `Adam(fused=True)` where the build has it; `--channels-last` runs
-the CNN in PyTorch's NHWC memory format, its fast path for convolutions on CPU.
+shapes; see `torch_nets`). Eager mode (torch.compile never helped the MLP here), the data
+preloaded as tensors on the device, a fresh permutation per epoch, `Adam(fused=True)` where the
+build has it; `--channels-last` runs the CNN in PyTorch's NHWC memory format, its fast path
+for convolutions on CPU, and `--compile` runs it through `torch.compile` (its first epoch
+includes compiling).
 """
 
 import time
@@ -12,13 +13,16 @@ import time
 from flaxdigits.bench.workers import common
 
 args = common.parse_args()
-framework = "torch-cl" if args.channels_last else "torch"
-if args.channels_last and args.model != "cnn":
-    common.report({"framework": framework, "missing": "channels_last is for the CNN"})
+framework = "torch-cl" if args.channels_last else "torch-compile" if args.compile else "torch"
+if (args.channels_last or args.compile) and args.model != "cnn":
+    common.report({"framework": framework, "missing": f"{framework} is for the CNN"})
     raise SystemExit
 try:
     import torch
     from torch import nn
+
+    from flaxdigits.bench.workers import torch_nets
+    from flaxdigits.config import ModelConfig
 except ImportError as e:
     common.missing(framework, e)
 if args.threads:
@@ -32,14 +36,7 @@ x = torch.tensor(data.train_images.reshape(SHAPE), dtype=torch.float32, device=d
 x = x.contiguous(memory_format=LAYOUT) if args.model == "cnn" else x
 y = torch.tensor(data.train_labels, dtype=torch.int64, device=device)
 torch.manual_seed(0)
-if args.model == "mlp":
-    model = nn.Sequential(nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10)).to(device)
-else:
-    model = nn.Sequential(
-        nn.Conv2d(1, 32, 5, stride=2, padding=2), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
-    ).to(device, memory_format=LAYOUT)
+model = torch_nets.build(ModelConfig(kind=args.model)).to(device, memory_format=LAYOUT)
 try:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     fused = True
@@ -47,6 +44,7 @@ except (RuntimeError, TypeError):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     fused = False
 loss_fn = nn.CrossEntropyLoss()
+forward = torch.compile(model) if args.compile else model
 
 
 def sync():
@@ -60,7 +58,7 @@ for epoch in range(max(args.epochs, 1)):
     order = torch.randperm(n, device=device)
     for i in range(0, n, args.batch_size):
         idx = order[i:i + args.batch_size]
-        loss = loss_fn(model(x[idx]), y[idx])
+        loss = loss_fn(forward(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -81,7 +79,8 @@ with torch.no_grad():
     predicted = torch.cat([model(b).argmax(1) for b in x_test.split(1000)]).cpu().numpy()
 common.report({
     "framework": framework,
-    "version": f"torch {torch.__version__}" + (" (fused Adam)" if fused else ""),
+    "version": f"torch {torch.__version__}" + (" (fused Adam)" if fused else "")
+    + (", torch.compile" if args.compile else ""),
     "device": f"{device.type}" + (f": {torch.cuda.get_device_name()}" if device.type == "cuda"
                                   else f", {torch.get_num_threads()} threads"),
     "samples_per_epoch": n,
