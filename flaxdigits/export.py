@@ -9,6 +9,7 @@ only when exporting.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -16,10 +17,12 @@ from typing import Any, Iterator
 
 import jax
 import numpy as np
+from flax import nnx
 
 from flaxdigits import __version__
 from flaxdigits.errors import FlaxdigitsError, InputError, need
 from flaxdigits.inference import Classifier, as_pixels
+from flaxdigits.models import graphdef
 from flaxdigits.litert import (FORMAT_VERSION, LiteRTClassifier, embed_metadata,
                                int8_quantization, native_stderr_silenced)
 from flaxdigits.paths import write_atomic
@@ -71,9 +74,11 @@ def to_tflite(model: Classifier, quantize: str = "none", batch: int = 1,
             raise InputError(f"int8 export needs at least one batch ({batch}) of calibration "
                              f"images, got {len(calibration)}")
     tf, jax2tf = _tensorflow()
+    # TFLite has fast convolution kernels of its own: export the convolution op, not im2col.
+    graph = graphdef(dataclasses.replace(model.config, conv="lax"))
 
     def probabilities(x):
-        return jax.nn.softmax(model.model(x), axis=-1)
+        return jax.nn.softmax(nnx.merge(graph, model.params)(x), axis=-1)
 
     fn = tf.function(jax2tf.convert(probabilities, with_gradient=False), autograph=False,
                      input_signature=[tf.TensorSpec([batch, 28, 28, 1], tf.float32, "pixels")])

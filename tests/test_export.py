@@ -177,3 +177,17 @@ def test_cli_export_evaluate_predict(trained, mnist, mnist_dir, tmp_path, capsys
     with pytest.raises(SystemExit) as exit_:
         main(["export", str(path), "--quantize", "int4"])
     assert exit_.value.code == 2 and "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_a_cnn_exports_tflite_convolutions_whatever_path_jax_takes(digits, tmp_path):
+    # On CPU JAX computes the CNN's convolutions as im2col matmuls; the file gets TFLite's own
+    # CONV_2D kernels, with the same outputs.
+    config = ModelConfig(kind="cnn", channels=(8, 16), dense=16, conv="im2col")
+    result = train(TrainConfig(model=config, epochs=1, batch_size=64), digits)
+    model = result.classifier
+    path = export_tflite(model, tmp_path / "cnn.tflite")["path"]
+    lite = LiteRTClassifier.load(path)
+    ops = {op["op_name"] for op in lite.interpreter._get_ops_details()}
+    assert "CONV_2D" in ops and "CONCATENATION" not in ops, ops
+    np.testing.assert_allclose(lite.predict(digits.test_images[:20]),
+                               model.predict(digits.test_images[:20]), atol=1e-5)
