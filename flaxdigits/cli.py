@@ -114,6 +114,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--model", action="append", metavar="PATH",
                    help="checkpoint to offer (repeatable; default: every models/*.ckpt)")
     d.add_argument("--port", type=int, default=7860)
+    d.add_argument("--no-batch", dest="batch", action="store_false",
+                   help="answer every prediction alone, not in batches (to compare under load)")
 
     # Listed for --help only: main() hands `bench` and its arguments to flaxdigits.bench.runner.
     sub.add_parser("bench", help="training throughput beside Keras and PyTorch, start-up and "
@@ -333,7 +335,7 @@ def cmd_demo(args) -> None:
 
     gradio()  # one line naming the `demo` extra when gradio is missing
     print(f"serving on http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
-    launch(args.model, args.port)
+    launch(args.model, args.port, batch=args.batch)
 
 
 def cmd_report(args) -> dict[str, Any]:

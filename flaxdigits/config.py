@@ -73,7 +73,8 @@ class ModelConfig:
     dense: int = option(128, "cnn: width of the dense layer before the logits (0: none)")
     conv: str = option("auto", "cnn: how the convolutions compute (the same maths and "
                        "parameters): im2col (strided slices and one matmul), lax (XLA's "
-                       "convolution op); auto: im2col on CPU, lax elsewhere",
+                       "convolution op); auto: im2col to train on CPU, lax elsewhere and to "
+                       "predict",
                        choices=("auto", "im2col", "lax"))
 
     def __post_init__(self):

@@ -16,6 +16,7 @@ import io
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -63,16 +64,31 @@ class Models:
 
 def classify(models: Models, name: str, image) -> tuple[dict, str, str]:
     """(top-3 label dict, 28x28 preview as HTML, status message) for a sketch or a file."""
-    try:
-        x = to_mnist(image)
-    except BlankImage:
-        return {}, "", PROMPT
-    except FlaxdigitsError as e:
-        return {}, "", f"**Cannot read that image:** {e}"
-    probs = models.get(name).predict(x[None])[0]
-    top = {str(d): float(probs[d]) for d in np.argsort(-probs)[:3]}
-    best = int(probs.argmax())
-    return top, preview_html(x), f"Looks like a **{best}** ({probs[best]:.0%} sure)."
+    return classify_many(models, [name], [image])[0]
+
+
+def classify_many(models: Models, names: list[str], images: list) -> list[tuple[dict, str, str]]:
+    """`classify` for many requests at once: one batched prediction per model."""
+    answers: list[Any] = [({}, "", PROMPT)] * len(images)
+    read: dict[str, list[tuple[int, np.ndarray]]] = {}  # model name -> (request, 28x28 input)
+    for i, (name, image) in enumerate(zip(names, images)):
+        if image is None:
+            continue
+        try:
+            x = to_mnist(image)
+        except BlankImage:
+            continue
+        except FlaxdigitsError as e:
+            answers[i] = ({}, "", f"**Cannot read that image:** {e}")
+            continue
+        read.setdefault(name, []).append((i, x))
+    for name, inputs in read.items():
+        probs = models.get(name).predict(np.stack([x for _, x in inputs]))
+        for (i, x), p in zip(inputs, probs):
+            top = {str(d): float(p[d]) for d in np.argsort(-p)[:3]}
+            best = int(p.argmax())
+            answers[i] = (top, preview_html(x), f"Looks like a **{best}** ({p[best]:.0%} sure).")
+    return answers
 
 
 def preview_html(x: np.ndarray) -> str:
@@ -94,8 +110,13 @@ def gradio():
     return need("gradio", "demo", "the demo")
 
 
-def build(models: Models):
-    """The Gradio Blocks app."""
+# Requests that wait in Gradio's queue together are answered by one call (see `build`).
+MAX_BATCH = 16
+
+
+def build(models: Models, batch: bool = True):
+    """The Gradio Blocks app; with `batch`, concurrent predictions are answered in batches of
+    up to MAX_BATCH, each one call of the model."""
     gr = gradio()
 
     names = list(models.paths)
@@ -118,23 +139,24 @@ def build(models: Models):
                 gr.Markdown("What the model sees (28x28):")
                 preview = gr.HTML(elem_id="preview")
 
-        def on_sketch(name, value):
-            return classify(models, name, value)
+        def predict(names, images):  # Gradio's batch form: a list per input and per output
+            return [list(column) for column in zip(*classify_many(models, names, images))]
 
-        def on_upload(name, path):
-            if path is None:
-                return {}, "", PROMPT
-            return classify(models, name, path)
+        def predict_one(name, image):
+            return classify(models, name, image)
 
+        handler = {"fn": predict, "batch": True, "max_batch_size": MAX_BATCH} if batch else {
+            "fn": predict_one}
         outputs = [label, preview, status]
-        sketch.change(on_sketch, [model, sketch], outputs, trigger_mode="always_last",
-                      api_name="predict_sketch")
+        sketch.change(inputs=[model, sketch], outputs=outputs, trigger_mode="always_last",
+                      api_name="predict_sketch", **handler)
         # Clearing resets the outputs itself: a blank canvas's change event alone was sometimes
         # overtaken by the last stroke's prediction, leaving an old answer beside an empty box.
         sketch.clear(lambda: ({}, "", PROMPT), None, outputs, api_name=False)
-        upload.upload(on_upload, [model, upload], outputs, api_name="predict_upload")
+        upload.upload(inputs=[model, upload], outputs=outputs, api_name="predict_upload",
+                      **handler)
         upload.clear(lambda: ({}, "", PROMPT), None, outputs, api_name=False)
-        model.change(on_sketch, [model, sketch], outputs, api_name=False)
+        model.change(predict_one, [model, sketch], outputs, api_name=False)
     return app
 
 
@@ -154,8 +176,10 @@ def configure_environment() -> Path:
     return tmp
 
 
-def launch(model_paths: list[str] | None = None, port: int = 7860, block: bool = True):
-    """Serve the demo on 127.0.0.1:`port` over the given checkpoints (default: models/*.ckpt)."""
+def launch(model_paths: list[str] | None = None, port: int = 7860, block: bool = True,
+           batch: bool = True):
+    """Serve the demo on 127.0.0.1:`port` over the given checkpoints (default: models/*.ckpt);
+    `batch=False` answers every request alone (to compare under load)."""
     gradio()  # a missing gradio is reported before any model is loaded
     paths = [Path(p) for p in model_paths] if model_paths else find_checkpoints(DEFAULT_MODEL_DIR)
     if not paths:
@@ -163,7 +187,7 @@ def launch(model_paths: list[str] | None = None, port: int = 7860, block: bool =
                               f"{DEFAULT_MODEL_DIR}/mlp.ckpt) or pass --model PATH")
     for p in paths:
         Classifier.load(p)  # fail now, with the checkpoint's own message, not at first stroke
-    app = build(Models(paths))
+    app = build(Models(paths), batch)
     app.queue(default_concurrency_limit=4)
     app.launch(server_name="127.0.0.1", server_port=port, share=False, js=SELECT_BRUSH_JS,
                theme=local_theme(), prevent_thread_lock=not block, show_error=False)
@@ -175,9 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="checkpoint to offer (repeatable)")
     ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--no-batch", dest="batch", action="store_false",
+                    help="answer every prediction alone, not in batches (to compare under load)")
     args = ap.parse_args(argv)
     try:
-        launch(args.model, args.port)
+        launch(args.model, args.port, batch=args.batch)
     except FlaxdigitsError as e:
         sys.exit(f"flaxdigits demo: error: {e}")
 

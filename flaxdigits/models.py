@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -41,8 +42,9 @@ class MLP(nnx.Module):
 
 
 def conv_impl(conv: str = "auto", backend: str | None = None) -> str:
-    """The convolution path `conv` ("auto", "im2col" or "lax") takes on `backend` (default:
-    JAX's): "auto" is im2col on CPU, where XLA's convolution op is slow, and lax elsewhere."""
+    """The convolution path a training model with `conv` ("auto", "im2col" or "lax") takes on
+    `backend` (default: JAX's): "auto" is im2col on CPU, where XLA's convolution op is slow to
+    train, and lax elsewhere. (Inference takes lax for "auto": see `graphdef`.)"""
     if conv != "auto":
         return conv
     return "im2col" if (backend or jax.default_backend()) == "cpu" else "lax"
@@ -134,6 +136,12 @@ def abstract_model(config: ModelConfig, dtype: str = "float32") -> MLP | CNN:
 
 @functools.lru_cache(maxsize=None)
 def graphdef(config: ModelConfig, dtype: str = "float32") -> nnx.GraphDef:
-    """The structure of `config`'s model without its parameters, to merge with a parameter
-    state: `nnx.merge(graphdef(config), params)`."""
+    """The structure of `config`'s model for inference, without its parameters, to merge with a
+    parameter state: `nnx.merge(graphdef(config), params)`.
+
+    A CNN with conv "auto" predicts through XLA's convolution op on every backend: forward
+    only, it ran 4-5x faster than im2col on CPU at 1,000 images (im2col wins in training).
+    """
+    if config.kind == "cnn" and config.conv == "auto":
+        config = dataclasses.replace(config, conv="lax")
     return nnx.split(abstract_model(config, dtype))[0]

@@ -116,3 +116,18 @@ def test_im2col_computes_what_the_conv_op_computes(channels, kernels):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     with pytest.raises(InputError, match="conv must be one of"):
         ModelConfig(kind="cnn", conv="fft")
+
+
+def test_predictions_take_the_conv_op_and_training_im2col_on_cpu():
+    # Forward only, XLA's convolution is the faster path even on CPU; training is im2col's.
+    from flaxdigits.models import CNN, build_model, conv_impl, graphdef
+    from flax import nnx
+
+    auto = ModelConfig(kind="cnn")
+    assert conv_impl("auto", "cpu") == "im2col" and conv_impl("auto", "gpu") == "lax"
+    assert conv_impl("lax", "cpu") == "lax" and conv_impl("im2col", "tpu") == "im2col"
+    predicting = nnx.merge(graphdef(auto), nnx.state(build_model(auto, rngs=nnx.Rngs(0))))
+    assert isinstance(predicting, CNN) and predicting.conv == "lax"
+    chosen = ModelConfig(kind="cnn", conv="im2col")  # an explicit choice is kept
+    assert nnx.merge(graphdef(chosen), nnx.state(build_model(chosen, rngs=nnx.Rngs(0)))).conv \
+        == "im2col"

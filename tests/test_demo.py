@@ -1,15 +1,9 @@
 """The Gradio demo, served for real: gradio_client calls, a load test and a browser session."""
 
-import concurrent.futures
 import json
 import os
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +13,13 @@ from PIL import Image
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
+from flaxdigits import demo  # noqa: E402
+from flaxdigits.bench import demo_load  # noqa: E402
+from flaxdigits.bench.demo_load import digit_png, load, serve  # noqa: E402
 from flaxdigits.checkpoints import save_result  # noqa: E402
 from flaxdigits.inference import Classifier  # noqa: E402
 from flaxdigits.preprocess import to_mnist  # noqa: E402
-from flaxdigits.config import TrainConfig  # noqa: E402
+from flaxdigits.config import ModelConfig, TrainConfig  # noqa: E402
 from flaxdigits.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +27,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,35 +38,13 @@ def checkpoint(mnist, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    """The demo app in its own process, serving a real trained checkpoint."""
-    folder = checkpoint.parent
-    port = _free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False",
-               FLAXDIGITS_CACHE_DIR=str(folder / "cache"))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "demo" / "app.py"), "--model",
-                             str(folder / "mlp.ckpt"), "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("the demo server did not start")
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    """The demo app (batched, as it ships) in its own process, started as a Space starts it."""
+    with serve(checkpoint, command=[sys.executable, str(ROOT / "demo" / "app.py")]) as url:
+        yield url
 
 
 def _digit_png(folder: Path, image: np.ndarray, name: str, scale: int = 10) -> Path:
-    """An MNIST digit as a large black-on-white PNG, as a user would upload it."""
-    path = folder / name
-    Image.fromarray(255 - np.kron(image, np.ones((scale, scale), np.uint8))).save(path)
-    return path
+    return digit_png(folder / name, image, scale)
 
 
 def _upload(client, path):
@@ -116,32 +85,49 @@ def test_bad_uploads_get_a_message_and_the_server_stays_up(server, mnist, tmp_pa
 
 def test_load_50_clients_5_predictions_each(server, checkpoint, mnist, tmp_path):
     paths = [_digit_png(tmp_path, mnist.test_images[i], f"l{i}.png") for i in range(10)]
-    # Every answer must be the served model's own answer for that file: none mixed up or lost.
+    # Every answer must be the served model's own answer for that file: none mixed up or lost,
+    # though Gradio answers concurrent requests in batches.
     model = Classifier.load(checkpoint)
     files = [(p, int(model.predict(to_mnist(p)[None])[0].argmax())) for p in paths]
     assert sum(want == y for (_, want), y in zip(files, mnist.test_labels[:10])) >= 8
+    result = load(server, "mlp.ckpt", files, clients=50, uploads=5)
+    assert result["requests"] == 250 and result["wrong_or_failed"] == 0, result["problems"]
+    print(f"\n50 clients x 5 predictions: p50 {result['p50_ms']:.0f} ms, "
+          f"p95 {result['p95_ms']:.0f} ms")
+    Path(tempfile.gettempdir(), "flaxdigits-demo-load.json").write_text(json.dumps(result))
 
-    # Each client connects first (one at a time), then all 50 send their predictions at once.
-    clients = [Client(server, verbose=False) for _ in range(50)]
 
-    def one_client(k):
-        client = clients[k]
-        out = []
-        for j in range(5):
-            path, want = files[(k + j) % len(files)]
-            t0 = time.perf_counter()
-            label, _, _ = _upload(client, path)
-            out.append((time.perf_counter() - t0, label["label"] == str(want)))
-        return out
+def test_load_comparison_serves_both_apps_in_one_run(checkpoint, mnist_dir, capsys):
+    report = demo_load.main(["--model", str(checkpoint), "--clients", "6", "--uploads", "2",
+                             "--data-dir", str(mnist_dir)])
+    assert set(report["apps"]) == {"unbatched", "batched"}
+    for app in report["apps"].values():
+        assert app["requests"] == 12 and app["wrong_or_failed"] == 0, app["problems"]
+        assert 0 < app["p50_ms"] <= app["p95_ms"] <= app["max_ms"]
+    assert "| batched | 12 | 0 |" in capsys.readouterr().out
 
-    with concurrent.futures.ThreadPoolExecutor(50) as pool:
-        results = [r for rs in pool.map(one_client, range(50)) for r in rs]
-    latencies = sorted(t for t, _ in results)
-    assert len(results) == 250 and all(ok for _, ok in results)
-    p50, p95 = statistics.median(latencies), latencies[int(0.95 * len(latencies))]
-    print(f"\n50 clients x 5 predictions: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
-    Path(tempfile.gettempdir(), "flaxdigits-demo-load.json").write_text(
-        json.dumps({"p50_ms": p50 * 1000, "p95_ms": p95 * 1000, "requests": len(results)}))
+
+def test_a_batch_of_requests_gets_each_its_own_answer(checkpoint, mnist, tmp_path):
+    # Two models, blank and unreadable inputs mixed in: answers stay in request order.
+    other = save_result(tmp_path / "other.ckpt", train(TrainConfig(ModelConfig(hidden=(16,)), epochs=1),
+                                                       mnist.subset(2_000, 100)))
+    models = demo.Models([checkpoint, other])
+    blank = np.full((280, 280, 4), 255, np.uint8)
+    digits = [255 - np.kron(mnist.test_images[i], np.ones((10, 10), np.uint8)) for i in range(4)]
+    (tmp_path / "bad.png").write_text("not an image")
+    names = ["mlp.ckpt", "other.ckpt", "mlp.ckpt", "mlp.ckpt", "other.ckpt", "mlp.ckpt"]
+    images = [digits[0], digits[1], blank, str(tmp_path / "bad.png"), digits[2], digits[3]]
+    # A batch of only blank and unreadable inputs: each gets its message, no prediction is made.
+    only_bad = demo.classify_many(models, names[2:4], images[2:4])
+    assert only_bad[0][2] == demo.PROMPT and "Cannot read" in only_bad[1][2]
+    answers = demo.classify_many(models, names, images)
+    alone = [demo.classify(models, n, x) for n, x in zip(names, images)]
+    assert [a[2] for a in answers] == [a[2] for a in alone]
+    for (top, preview, _), (top1, preview1, _) in zip(answers, alone):
+        assert top.keys() == top1.keys() and preview == preview1
+        assert all(abs(top[k] - top1[k]) < 1e-5 for k in top)
+    assert answers[2][2] == demo.PROMPT and "Cannot read" in answers[3][2]
+    assert answers[0][0] and answers[1][0] and answers[4][0]
 
 
 # Strokes in [0, 1] coordinates of the drawing area, as a person would draw them.

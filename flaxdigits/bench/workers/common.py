@@ -40,6 +40,20 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def parse_time_to_args() -> argparse.Namespace:
+    """DATA_DIR RECIPE TARGET [TARGET ...] [--seed S] [--n-train N] [--compute-dtype D]
+    [--threads T], for the time-to-accuracy workers."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data_dir")
+    ap.add_argument("recipe")
+    ap.add_argument("targets", type=float, nargs="+")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=None, help="first N training images only")
+    ap.add_argument("--compute-dtype", default="float32", help="JAX: matmul dtype")
+    ap.add_argument("--threads", type=int, default=0, help="PyTorch: intra-op threads")
+    return ap.parse_args()
+
+
 def load(args: argparse.Namespace) -> Mnist:
     """The verified IDX data set, cut to --n-train training images."""
     return load_idx(args.data_dir).subset(args.n_train)

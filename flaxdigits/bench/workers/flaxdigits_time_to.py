@@ -8,18 +8,10 @@ For each target: the epochs up to the first one whose test accuracy reached it, 
 training seconds (compilation apart); if the run ends first, all its epochs, not reached.
 """
 
-import argparse
+from flaxdigits.bench.workers import common
 
-ap = argparse.ArgumentParser()
-ap.add_argument("data_dir")
-ap.add_argument("recipe")
-ap.add_argument("targets", type=float, nargs="+")
-ap.add_argument("--seed", type=int, default=0)
-ap.add_argument("--n-train", type=int, default=None)
-ap.add_argument("--compute-dtype", default="float32")
-args = ap.parse_args()
+args = common.parse_time_to_args()
 
-from flaxdigits.bench.workers import common  # noqa: E402
 from flaxdigits.recipes import resolve  # noqa: E402
 from flaxdigits.training import train  # noqa: E402
 

@@ -10,19 +10,11 @@ its learning-rate schedule, label smoothing, and its augmentation on the fly per
 partial batch dropped, as flaxdigits does. Test accuracy after every epoch, outside the timing.
 """
 
-import argparse
 import time
 
 from flaxdigits.bench.workers import common
 
-ap = argparse.ArgumentParser()
-ap.add_argument("data_dir")
-ap.add_argument("recipe")
-ap.add_argument("targets", type=float, nargs="+")
-ap.add_argument("--seed", type=int, default=0)
-ap.add_argument("--n-train", type=int, default=None)
-ap.add_argument("--threads", type=int, default=0)
-args = ap.parse_args()
+args = common.parse_time_to_args()
 
 from flaxdigits.recipes import recipe  # noqa: E402
 
