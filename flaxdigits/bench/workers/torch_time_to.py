@@ -6,8 +6,9 @@ test accuracy reaches every target (the report has flaxdigits_time_to's form).
 
 The recipe's network (`torch_nets.build`), Adam or AdamW (fused where the build has it) under
 its learning-rate schedule, label smoothing, and its augmentation on the fly per batch
-(`torch_nets.affine`); the data preloaded as tensors, a fresh permutation per epoch, the last
-partial batch dropped, as flaxdigits does. Test accuracy after every epoch, outside the timing.
+(`torch_nets.affine`); the data preloaded as tensors on the device (a CUDA GPU if there is
+one), a fresh permutation per epoch, the last partial batch dropped, as flaxdigits does. Test
+accuracy after every epoch, outside the timing.
 """
 
 import time
@@ -30,13 +31,15 @@ if args.threads:
 
 config = recipe(args.recipe)
 data = common.load(args)
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 shape = (-1, 784) if config.model.kind == "mlp" else (-1, 1, 28, 28)
-x = torch.tensor(data.train_images.reshape(-1, 1, 28, 28), dtype=torch.float32) / 255
-y = torch.tensor(data.train_labels, dtype=torch.int64)
-x_test = torch.tensor(data.test_images.reshape(shape), dtype=torch.float32) / 255
+x = torch.tensor(data.train_images.reshape(-1, 1, 28, 28), dtype=torch.float32,
+                 device=device) / 255
+y = torch.tensor(data.train_labels, dtype=torch.int64, device=device)
+x_test = torch.tensor(data.test_images.reshape(shape), dtype=torch.float32, device=device) / 255
 torch.manual_seed(args.seed)
-generator = torch.Generator().manual_seed(args.seed)
-model = torch_nets.build(config.model)
+generator = torch.Generator(device=device).manual_seed(args.seed)
+model = torch_nets.build(config.model).to(device)
 optimizer_class = torch.optim.AdamW if config.weight_decay else torch.optim.Adam
 options = {"weight_decay": config.weight_decay} if config.weight_decay else {}
 try:
@@ -54,7 +57,7 @@ history = []
 for epoch in range(config.epochs):
     model.train()
     t0 = time.perf_counter()
-    order = torch.randperm(len(x), generator=generator)
+    order = torch.randperm(len(x), generator=generator, device=device)
     for i in range(steps):
         idx = order[i * config.batch_size:(i + 1) * config.batch_size]
         batch = x[idx]
@@ -65,10 +68,12 @@ for epoch in range(config.epochs):
         loss.backward()
         opt.step()
         schedule.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     model.eval()
     with torch.no_grad():
-        predicted = torch.cat([model(b).argmax(1) for b in x_test.split(1000)]).numpy()
+        predicted = torch.cat([model(b).argmax(1) for b in x_test.split(1000)]).cpu().numpy()
     history.append({"epoch": epoch + 1, "seconds": seconds,
                     "test_accuracy": float((predicted == data.test_labels).mean())})
     if history[-1]["test_accuracy"] >= max(args.targets):
@@ -77,7 +82,8 @@ for epoch in range(config.epochs):
 common.report({
     "framework": "torch",
     "version": f"torch {torch.__version__}",
-    "device": f"cpu, {torch.get_num_threads()} threads",
+    "device": f"cuda: {torch.cuda.get_device_name()}" if device.type == "cuda"
+    else f"cpu, {torch.get_num_threads()} threads",
     "recipe": args.recipe, "seed": args.seed, "compute_dtype": "float32",
     "compile_seconds": None,
     "test_accuracy": [h["test_accuracy"] for h in history],
