@@ -20,8 +20,10 @@ if args.model != "mlp":
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from flaxdigits.bench.mlp_profile import ceiling_grads  # noqa: E402
 from flaxdigits.config import TrainConfig  # noqa: E402
-from flaxdigits.training import compile_lowered, compiler_options, epoch_plan, prng_key  # noqa: E402,E501
+from flaxdigits.training import (compile_lowered, compiler_options,  # noqa: E402
+                                 epoch_plan, prng_key)
 
 data = common.load(args)
 n, bs = len(data.train_images), args.batch_size
@@ -35,11 +37,7 @@ def epoch(w, images, key):
 
     def step(w, idx):
         w1, w2 = (v.astype(dtype) for v in w)  # float32 weights, as flaxdigits keeps them
-        x = images[idx].astype(dtype)  # [B, 784]
-        h = x @ w1  # [B, 100]
-        g = h @ w2  # [B, 10], standing in for the logits' gradient
-        dw1 = x.T @ (g @ w2.T)
-        dw2 = h.T @ g
+        dw1, dw2 = ceiling_grads(w1, w2, images[idx])
         return (w[0] - 1e-9 * dw1, w[1] - 1e-9 * dw2), None
 
     return jax.lax.scan(step, w, order, unroll=min(args.unroll, len(order)))[0]

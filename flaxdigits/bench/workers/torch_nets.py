@@ -34,6 +34,18 @@ def build(config: ModelConfig) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(config.dense or features, 10))
 
 
+def adam(model: nn.Module, lr: float, weight_decay: float = 0.0
+         ) -> tuple[torch.optim.Optimizer, bool]:
+    """Adam (AdamW with `weight_decay` > 0) over `model`'s parameters, fused where the build has
+    it -> (optimizer, whether it is fused)."""
+    make = torch.optim.AdamW if weight_decay else torch.optim.Adam
+    options = {"weight_decay": weight_decay} if weight_decay else {}
+    try:
+        return make(model.parameters(), lr=lr, fused=True, **options), True
+    except (RuntimeError, TypeError):
+        return make(model.parameters(), lr=lr, **options), False
+
+
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     """optax.warmup_cosine_decay_schedule(0, 1, warmup, total) at `step`: the LR factor."""
     if step < warmup:

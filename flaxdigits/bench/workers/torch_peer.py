@@ -37,12 +37,7 @@ x = x.contiguous(memory_format=LAYOUT) if args.model == "cnn" else x
 y = torch.tensor(data.train_labels, dtype=torch.int64, device=device)
 torch.manual_seed(0)
 model = torch_nets.build(ModelConfig(kind=args.model)).to(device, memory_format=LAYOUT)
-try:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    fused = True
-except (RuntimeError, TypeError):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    fused = False
+opt, fused = torch_nets.adam(model, lr=1e-3)
 loss_fn = nn.CrossEntropyLoss()
 forward = torch.compile(model) if args.compile else model
 

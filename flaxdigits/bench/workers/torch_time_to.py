@@ -40,12 +40,7 @@ x_test = torch.tensor(data.test_images.reshape(shape), dtype=torch.float32, devi
 torch.manual_seed(args.seed)
 generator = torch.Generator(device=device).manual_seed(args.seed)
 model = torch_nets.build(config.model).to(device)
-optimizer_class = torch.optim.AdamW if config.weight_decay else torch.optim.Adam
-options = {"weight_decay": config.weight_decay} if config.weight_decay else {}
-try:
-    opt = optimizer_class(model.parameters(), lr=config.lr, fused=True, **options)
-except (RuntimeError, TypeError):
-    opt = optimizer_class(model.parameters(), lr=config.lr, **options)
+opt, _ = torch_nets.adam(model, config.lr, config.weight_decay)
 steps = len(x) // config.batch_size
 total, warmup = config.epochs * steps, int(config.warmup_epochs * steps)
 schedule = torch.optim.lr_scheduler.LambdaLR(
