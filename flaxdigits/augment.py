@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from flaxdigits.config import Augment
 
+
 def draws(key: jax.Array, n: int) -> jax.Array:
     """The n images' random numbers for `transform`: uniform in [-1, 1), [n, 5]."""
     return jax.random.uniform(key, (n, 5), minval=-1.0, maxval=1.0)

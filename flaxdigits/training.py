@@ -237,11 +237,9 @@ def compile_epoch(graph: nnx.GraphDef, state: nnx.State, images: jax.Array, labe
     if resolve_loop(config) == "scan":
         return compile_lowered(train_epoch.lower(graph, state, images, labels, key, config),
                                options)
-    batches = compile_lowered(jax.jit(epoch_batches, static_argnames="config").lower(
-        key, images, labels, config), options)
-    one = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype)
-           for a in jax.eval_shape(functools.partial(epoch_batches, config=config), key,
-                                   images, labels)]
+    lowered = jax.jit(epoch_batches, static_argnames="config").lower(key, images, labels, config)
+    batches = compile_lowered(lowered, options)
+    one = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in lowered.out_info]  # a batch
     step = compile_lowered(train_batch.lower(graph, state, *one, config), options)
 
     def run(state, images, labels, key):

@@ -65,7 +65,8 @@ def test_cnn_rows_have_keras_all_torch_variants_and_the_conv_op(mnist_dir, no_to
     assert set(rows) == {"flaxdigits", "lax-conv", "keras", "torch", "torch-cl",
                          "torch-compile"}  # no ceiling for the CNN
     ours, lax = rows["flaxdigits"], rows["lax-conv"]
-    assert (ours["loop"], ours["conv"]) == ("scan", "im2col") and ours["samples_per_second_median"] > 0
+    assert (ours["loop"], ours["conv"]) == ("scan", "im2col")
+    assert ours["samples_per_second_median"] > 0
     assert (lax["loop"], lax["conv"]) == ("step", "lax") and lax["flaxdigits_ratio"] > 0
     assert rows["keras"]["samples_per_second_median"] > 0 and rows["keras"]["flaxdigits_ratio"] > 0
     assert rows["keras"]["test_accuracy"] > 0.5  # the Keras CNN did learn

@@ -109,8 +109,8 @@ def test_load_comparison_serves_both_apps_in_one_run(checkpoint, mnist_dir, caps
 
 def test_a_batch_of_requests_gets_each_its_own_answer(checkpoint, mnist, tmp_path):
     # Two models, blank and unreadable inputs mixed in: answers stay in request order.
-    other = save_result(tmp_path / "other.ckpt", train(TrainConfig(ModelConfig(hidden=(16,)), epochs=1),
-                                                       mnist.subset(2_000, 100)))
+    small = TrainConfig(ModelConfig(hidden=(16,)), epochs=1)
+    other = save_result(tmp_path / "other.ckpt", train(small, mnist.subset(2_000, 100)))
     models = demo.Models([checkpoint, other])
     blank = np.full((280, 280, 4), 255, np.uint8)
     digits = [255 - np.kron(mnist.test_images[i], np.ones((10, 10), np.uint8)) for i in range(4)]

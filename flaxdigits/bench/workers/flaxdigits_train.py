@@ -15,8 +15,8 @@ from flaxdigits.training import (create_model_and_optimizer,  # noqa: E402
 if args.cache:
     enable_compilation_cache(args.cache)
 data = common.load(args)
-config = TrainConfig(model=ModelConfig(kind=args.model, conv=args.conv), batch_size=args.batch_size,
-                     epochs=max(args.epochs, 1), unroll=args.unroll,
+config = TrainConfig(model=ModelConfig(kind=args.model, conv=args.conv),
+                     batch_size=args.batch_size, epochs=max(args.epochs, 1), unroll=args.unroll,
                      compute_dtype=args.compute_dtype)
 # A user's first step, as Flax's MNIST tutorial takes it: a new model and optimizer, then
 # `nnx.jit(train_step)` on the first batch, compiled from scratch.
