@@ -23,6 +23,19 @@ def affine(key: jax.Array, images: jax.Array, aug: Augment) -> jax.Array:
     return transform(draws(key, images.shape[0]), images, aug)
 
 
+def augment_batches(keys: jax.Array, images: jax.Array, aug: Augment) -> jax.Array:
+    """An epoch's batches `images` [steps, B, 784] (or [steps, B, 28, 28]), batch i augmented
+    from `keys[i]` exactly as `affine(keys[i], images[i], aug)` -> float32 [steps, B, 28, 28].
+
+    The draws go batch by batch (`lax.map`: the "rbg" keys draw other numbers under `vmap`);
+    the resampling runs over the whole epoch at once.
+    """
+    steps, b = images.shape[:2]
+    u = jax.lax.map(lambda k: draws(k, b), keys)
+    return transform(u.reshape(steps * b, -1), images.reshape(steps * b, 784), aug).reshape(
+        steps, b, 28, 28)
+
+
 def transform(u: jax.Array, images: jax.Array, aug: Augment) -> jax.Array:
     """`images` [B, 28, 28] or [B, 784] transformed as `u` [B, 5] (see `draws`) says, scaled by
     the strengths in `aug`, as float32 [B, 28, 28]."""
