@@ -262,13 +262,15 @@ def _move_corners(stroke: np.ndarray, rng: np.random.Generator, sd: float) -> np
     return stroke + np.stack([np.interp(s, s[at], shift[:, i]) for i in range(2)], axis=1)
 
 
-def write(glyph: list[Stroke], rng: np.random.Generator) -> list[np.ndarray]:
+def write(glyph: list[Stroke], rng: np.random.Generator,
+          wobble: float = 0.0) -> list[np.ndarray]:
     """A writer's rendition of `glyph`: strokes as [K, 2] arrays centred on 0, height ~1.
 
     Per writer: the strokes' control points (ends and corners) moved one by one, pen-lift
     offsets between strokes, longer or shorter stroke ends and the hooks of a landing pen, a
-    smooth warp of the whole glyph (loop sizes, bowl shapes), a hand's tremor, then slant,
-    aspect ratio and a small rotation.
+    smooth warp of the whole glyph (loop sizes, bowl shapes), a hand's tremor (and `wobble`,
+    the slower drift of a mouse or finger, as a fraction of the height), then slant, aspect
+    ratio and a small rotation.
     """
     strokes = [np.asarray(s, float) for s in glyph]
     every = np.vstack(strokes)
@@ -300,7 +302,8 @@ def write(glyph: list[Stroke], rng: np.random.Generator) -> list[np.ndarray]:
         warp = sum(np.sin(s @ f + phase)[:, None] * amp for f, phase, amp in waves)
         warp = warp + sum(np.exp(-((s - c) ** 2).sum(1) / (2 * r * r))[:, None] * amp
                           for c, r, amp in bumps)
-        out[i] = s + warp + tremor * _smooth_noise(rng, len(s), 4)
+        out[i] = (s + warp + tremor * _smooth_noise(rng, len(s), 4)
+                  + wobble * _smooth_noise(rng, len(s), 12))
     slant = float(np.clip(rng.normal(0.12, 0.18), -0.25, 0.6))  # most hands lean right
     aspect = float(rng.uniform(0.55, 1.3))
     angle = np.radians(rng.normal(0, 6))
@@ -481,7 +484,9 @@ def render(spec: Spec) -> np.ndarray:
     height = float(rng.uniform(*style.size)) * CANVAS
     # Nobody keeps a pen wider than a fifth of the digit: the digit would be an unreadable blob.
     pen = min(float(rng.uniform(*style.pen)), 0.2 * height)
-    strokes = _layout(write(glyph, rng), style, height, pen, rng)
+    # A mouse or a finger drifts off the intended line more than a pen on paper does.
+    wobble = 0.0 if style.photo else float(rng.uniform(0, 0.025))
+    strokes = _layout(write(glyph, rng, wobble), style, height, pen, rng)
     if not style.antialias and rng.random() < 0.6:
         # A mouse reports where it is ~60 times a second: a quick stroke arrives as straight
         # pieces several pixels long, and the canvas joins them with lines.
