@@ -523,7 +523,10 @@ def fingerprint() -> str:
 
     h = hashlib.sha256(f"{GENERATOR_VERSION} {PIL.__version__} {np.__version__}".encode())
     for module in (sys.modules[__name__], preprocess):
-        h.update(inspect.getsource(module).encode())
+        try:
+            h.update(inspect.getsource(module).encode())
+        except (OSError, TypeError):  # no source shipped (a frozen app): the versions decide
+            pass
     return h.hexdigest()[:12]
 
 
