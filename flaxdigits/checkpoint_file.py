@@ -10,6 +10,9 @@ nested dict of arrays, each array as dtype, shape and raw bytes. Format 2 holds 
 {"params": the model's parameters, "optimizer": {"opt_state", "step"}}, as `nnx.to_pure_dict`
 writes them. Format 1 (flaxdigits 0.1, Flax Linen) held {"params", "opt_state", "step"} with
 Linen's layer names; `load` maps such files to format 2's layout, so they still load.
+Format 3 is format 2 for ensembles: every array has a leading member axis and the training
+config says how many members (`ensemble`); single models are still written as format 2, which
+older flaxdigits reads.
 This module needs only numpy and msgpack (no JAX), so reading a header or writing a file is
 cheap; `flaxdigits.checkpoints` saves and loads training runs on top of it.
 """
@@ -30,7 +33,8 @@ from flaxdigits.config import ModelConfig, TrainConfig
 from flaxdigits.errors import FlaxdigitsError
 from flaxdigits.paths import write_atomic
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest this module reads and writes (3: ensembles)
+SINGLE_MODEL_VERSION = 2  # what a single model is written as, so that 0.2 reads it too
 MAGIC = b"FLAXDIGITS-CKPT\n"
 SUFFIX = ".ckpt"
 
@@ -39,14 +43,15 @@ class CheckpointError(FlaxdigitsError):
     """A checkpoint is missing, damaged, from the future or does not fit its architecture."""
 
 
-def save(path: str | os.PathLike, tree: dict[str, Any], meta: dict[str, Any]) -> Path:
+def save(path: str | os.PathLike, tree: dict[str, Any], meta: dict[str, Any],
+         format_version: int = FORMAT_VERSION) -> Path:
     """Write `tree` (nested dicts of arrays) and JSON-able `meta` to `path` atomically.
 
     A crash at any moment leaves either the previous file or the new one (see `write_atomic`).
     """
     payload = msgpack.packb(_encode(tree), use_bin_type=True)
     header = json.dumps({
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version,
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "payload_bytes": len(payload),
         "meta": meta,

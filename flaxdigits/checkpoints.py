@@ -17,13 +17,15 @@ import jax
 from flax import nnx
 
 import flaxdigits
-from flaxdigits.checkpoint_file import declared_config, load, require, save
+from flaxdigits.checkpoint_file import (FORMAT_VERSION, SINGLE_MODEL_VERSION, declared_config,
+                                        load, require, save)
 from flaxdigits.inference import fill
 from flaxdigits.training import TrainResult, create_model_and_optimizer
 
 
 def save_result(path: str | os.PathLike, result: TrainResult) -> Path:
-    """Save a `TrainResult` (parameters, optimizer state, configs, history, versions)."""
+    """Save a `TrainResult` (parameters, optimizer state, configs, history, versions); an
+    ensemble's in one file, its arrays stacked along a leading member axis (format 3)."""
     train_config = dataclasses.asdict(result.config)
     model_config = train_config.pop("model")
     meta = {
@@ -34,6 +36,7 @@ def save_result(path: str | os.PathLike, result: TrainResult) -> Path:
         "history": result.history,
         "test": {"accuracy": result.test_accuracy, "loss": result.test_loss} if result.history
         else None,
+        **({"members": result.members} if result.config.ensemble > 1 else {}),
         "versions": {"flaxdigits": flaxdigits.__version__, "jax": jax.__version__,
                      "flax": flax.__version__},
     }
@@ -41,13 +44,15 @@ def save_result(path: str | os.PathLike, result: TrainResult) -> Path:
         "params": nnx.to_pure_dict(jax.device_get(result.params)),
         "optimizer": nnx.to_pure_dict(jax.device_get(nnx.state(result.optimizer))),
     }
-    return save(path, tree, meta)
+    ensemble = result.config.ensemble > 1
+    return save(path, tree, meta, FORMAT_VERSION if ensemble else SINGLE_MODEL_VERSION)
 
 
 def load_result(path: str | os.PathLike) -> TrainResult:
     """The `TrainResult` saved at `path`, ready to resume (`train(..., resume=result)`).
 
-    Files of flaxdigits 0.1 (format 1, Flax Linen) load too, with their Adam state.
+    Files of flaxdigits 0.1 (format 1, Flax Linen) load too, with their Adam state; an
+    ensemble's come back stacked, as `train` returned them.
     """
     meta, tree = load(path)
     config = declared_config(meta, path)

@@ -121,11 +121,14 @@ class TrainConfig:
     compute_dtype: str = option("float32", "dtype of the training matmuls; parameters, Adam "
                                 "and evaluation stay float32 (bfloat16 is for GPUs and TPUs, "
                                 "slower on CPU)", choices=("float32", "bfloat16"))
+    ensemble: int = option(1, "models trained together as one vmapped program, seeds seed .. "
+                           "seed+K-1, each as its own single run; predictions average their "
+                           "probabilities", metavar="K")
 
     def __post_init__(self):
         if isinstance(self.augment, Mapping):  # as read back from a checkpoint
             object.__setattr__(self, "augment", Augment(**self.augment))
-        for name in ("epochs", "batch_size", "unroll"):
+        for name in ("epochs", "batch_size", "unroll", "ensemble"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:

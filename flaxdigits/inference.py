@@ -1,7 +1,9 @@
 """A trained model as a `Classifier`: input checks, batched prediction and evaluation.
 
 Prediction and evaluation run the NNX model as pure functions of its parameter state
-(`nnx.merge(graphdef, params)` inside `jax.jit`), always in float32.
+(`nnx.merge(graphdef, params)` inside `jax.jit`), always in float32. An ensemble's parameters
+carry a leading member axis; it predicts the mean of its members' probabilities (`jax.vmap`
+over the members).
 """
 
 from __future__ import annotations
@@ -86,6 +88,30 @@ def _scores(graph: nnx.GraphDef, params: nnx.State, x: jax.Array, y: jax.Array, 
     return jnp.sum(loss * mask), jnp.sum(correct * mask)
 
 
+def ensemble_log_probs(graph: nnx.GraphDef, params: nnx.State, x: jax.Array) -> jax.Array:
+    """The log of the members' mean probabilities [B, 10]: the ensemble's logits (softmax of
+    them gives the mean back), members stacked along the parameters' leading axis."""
+    log_p = jax.vmap(lambda p: jax.nn.log_softmax(nnx.merge(graph, p)(x), axis=-1))(params)
+    return jax.nn.logsumexp(log_p, axis=0) - jnp.log(log_p.shape[0])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _ensemble_outputs(graph: nnx.GraphDef, params: nnx.State, x: jax.Array,
+                      probabilities: bool = False):
+    log_p = ensemble_log_probs(graph, params, x)
+    return jnp.exp(log_p) if probabilities else log_p
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ensemble_scores(graph: nnx.GraphDef, params: nnx.State, x: jax.Array, y: jax.Array,
+                     mask: jax.Array):
+    """`_scores` of an ensemble: the loss and accuracy of its mean probabilities."""
+    log_p = ensemble_log_probs(graph, params, x)
+    loss = -jnp.take_along_axis(log_p, y[:, None], axis=-1)[:, 0]
+    correct = jnp.argmax(log_p, -1) == y
+    return jnp.sum(loss * mask), jnp.sum(correct * mask)
+
+
 def _chunks(n: int):
     """(start, stop, padded size) covering 0..n; sizes are powers of two up to MAX_CHUNK."""
     size = min(MAX_CHUNK, 1 << max(0, (n - 1).bit_length()))
@@ -98,26 +124,29 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def predict_logits(config: ModelConfig, params: nnx.State, pixels: np.ndarray,
-                   probabilities: bool = False) -> np.ndarray:
+                   probabilities: bool = False, members: int = 1) -> np.ndarray:
     """Logits (or softmax probabilities) [N, 10] of the float32 model `config` with `params`
-    for validated pixels, every example scored (the last chunk is padded)."""
+    for validated pixels, every example scored (the last chunk is padded). An ensemble of
+    `members` gives its mean probabilities (and their log as logits)."""
     graph = graphdef(config)
+    outputs = _outputs if members == 1 else _ensemble_outputs
     out = [
-        np.asarray(_outputs(graph, params, _pad(pixels[a:b], size), probabilities))[: b - a]
+        np.asarray(outputs(graph, params, _pad(pixels[a:b], size), probabilities))[: b - a]
         for a, b, size in _chunks(len(pixels))
     ]
     return np.concatenate(out)
 
 
 def evaluate_pixels(config: ModelConfig, params: nnx.State, pixels: np.ndarray,
-                    labels: np.ndarray) -> dict[str, float]:
+                    labels: np.ndarray, members: int = 1) -> dict[str, float]:
     """Mean cross-entropy and accuracy of the float32 model `config` with `params` over all
-    examples of validated pixels and labels."""
+    examples of validated pixels and labels (an ensemble's: of its mean probabilities)."""
     graph = graphdef(config)
+    scores = _scores if members == 1 else _ensemble_scores
     loss = correct = 0.0
     for a, b, size in _chunks(len(pixels)):
         mask = _pad(np.ones(b - a, np.float32), size)
-        l, c = _scores(graph, params, _pad(pixels[a:b], size), _pad(labels[a:b], size), mask)
+        l, c = scores(graph, params, _pad(pixels[a:b], size), _pad(labels[a:b], size), mask)
         loss, correct = loss + float(l), correct + float(c)
     n = len(pixels)
     return {"loss": loss / n, "accuracy": correct / n, "n": n}
@@ -130,40 +159,64 @@ def fill(state: nnx.State, tree: dict[str, Any], path: str | os.PathLike, where:
     nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, tree))
 
 
+def stacked(state: nnx.State, members: int) -> nnx.State:
+    """`state` (arrays or shapes) with a leading member axis of size `members`, as shapes."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct((members, *a.shape), a.dtype), state)
+
+
 @dataclasses.dataclass(frozen=True)
 class Classifier:
     """A model config with its trained parameters (an `nnx.State`): predicts and evaluates
-    digit images in float32. `classifier.model` is the NNX module itself."""
+    digit images in float32. `classifier.model` is the NNX module itself.
+
+    An ensemble (`members` > 1) holds its members' parameters stacked along a leading axis and
+    predicts the mean of their probabilities; `member(k)` is one of them alone.
+    """
 
     config: ModelConfig
     params: nnx.State
     meta: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    members: int = 1
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Classifier:
-        """The model saved in the checkpoint at `path` (metadata in `.meta`).
+        """The model (or ensemble) saved in the checkpoint at `path` (metadata in `.meta`).
 
-        Needs only the checkpoint's model config and parameters: no optimizer is rebuilt.
+        Needs only the checkpoint's configs and parameters: no optimizer is rebuilt.
         """
         meta, tree = checkpoint_file.load(path)
-        config = checkpoint_file.model_config(meta, path)
-        params = nnx.state(abstract_model(config), nnx.Param)
+        train = checkpoint_file.declared_config(meta, path)
+        params = nnx.state(abstract_model(train.model), nnx.Param)
+        if train.ensemble > 1:
+            params = stacked(params, train.ensemble)
         fill(params, checkpoint_file.require(tree, "params", path), path, "params")
-        return cls(config, params, meta=meta)
+        return cls(train.model, params, meta=meta, members=train.ensemble)
 
     @property
     def model(self) -> nnx.Module:
-        """The float32 NNX module with these parameters: `classifier.model(pixels)` -> logits."""
+        """The float32 NNX module with these parameters: `classifier.model(pixels)` -> logits
+        (an ensemble's arrays carry the member axis: call its members through `nnx.vmap`, or
+        use `member(k).model`)."""
         return nnx.merge(graphdef(self.config), self.params)
+
+    def member(self, k: int) -> Classifier:
+        """Member `k` of an ensemble as a classifier of its own."""
+        if not 0 <= k < self.members:
+            raise InputError(f"member {k} of an ensemble of {self.members} does not exist")
+        if self.members == 1:
+            return self
+        return Classifier(self.config, jax.tree.map(lambda a: a[k], self.params), self.meta)
 
     def predict(self, images: Any) -> np.ndarray:
         """Class probabilities [N, 10] for images (see `as_pixels` for accepted inputs)."""
-        return predict_logits(self.config, self.params, as_pixels(images), probabilities=True)
+        return predict_logits(self.config, self.params, as_pixels(images), probabilities=True,
+                              members=self.members)
 
     def evaluate(self, images: Any, labels: Any) -> dict[str, float]:
         """{"loss", "accuracy", "n"} over all given images."""
         pixels = as_pixels(images)
-        return evaluate_pixels(self.config, self.params, pixels, as_labels(labels, len(pixels)))
+        return evaluate_pixels(self.config, self.params, pixels, as_labels(labels, len(pixels)),
+                               members=self.members)
 
 
 def predict(model: Classifier, images: Any) -> np.ndarray:

@@ -55,7 +55,8 @@ def test_no_import_cycles():
 def test_the_core_layers_import_only_downwards():
     graph = _imports()
     order = ["flaxdigits.errors", "flaxdigits.config", "flaxdigits.paths",
-             "flaxdigits.checkpoint_file", "flaxdigits.models", "flaxdigits.inference",
+             "flaxdigits.checkpoint_file", "flaxdigits.models", "flaxdigits.parallel",
+             "flaxdigits.inference",
              "flaxdigits.training", "flaxdigits.checkpoints"]
     for i, name in enumerate(order):
         assert graph[name] <= set(order[:i]) | {"flaxdigits.augment", "flaxdigits.data"}, name
