@@ -69,6 +69,25 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, **kw)
 
 
+def _parallel_args(p: argparse.ArgumentParser) -> None:
+    """Where training runs: devices and processes (not part of the recipe, so not in the
+    config or the checkpoint; a run gives the same result, up to float rounding, on any)."""
+    p.add_argument("--devices", type=int, metavar="N", help="split every batch over N devices "
+                   "(default: all visible, across processes; on CPU, JAX_NUM_CPU_DEVICES=N "
+                   "makes N)")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   default=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+                   help="multi-process training: process 0's address, which every process "
+                   "gives (default: $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, metavar="P", help="processes in the run")
+    p.add_argument("--process-id", type=int, metavar="I", help="this process, 0..P-1; "
+                   "process 0 writes the checkpoint and prints the results")
+    p.add_argument("--distributed", action="store_true", help="join a multi-process run "
+                   "that JAX detects by itself (Slurm, Open MPI, Cloud TPU pod slices)")
+    p.add_argument("--init-timeout", type=int, default=120, metavar="S", help="seconds for the "
+                   "processes to find each other before giving up (default: 120)")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     ap = argparse.ArgumentParser(prog="flaxdigits", description=__doc__.splitlines()[0])
@@ -82,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
                    "by test accuracy is also kept as NAME.best.ckpt")
     t.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (up to "
                    "--epochs); writes back to CKPT unless --out is given")
+    _parallel_args(t)
     _data_args(t)
     t.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
@@ -143,22 +163,61 @@ def _given(args) -> dict[str, Any]:
             if getattr(args, f.name) is not None}
 
 
-def cmd_train(args) -> dict[str, Any]:
-    """Train (or resume) from the command line; returns the JSON summary."""
+def _start_processes(args) -> bool:
+    """Join a multi-process run if the flags (or $JAX_COORDINATOR_ADDRESS) ask for one."""
+    if args.coordinator is None and args.num_processes is None and args.process_id is None \
+            and not args.distributed:
+        return False
+    from flaxdigits.parallel import INIT_GRACE, initialize
+
+    if not args.distributed and None in (args.coordinator, args.num_processes, args.process_id):
+        raise InputError("multi-process training needs --coordinator HOST:PORT, "
+                         "--num-processes P and --process-id I (or --distributed on Slurm, "
+                         "Open MPI or a TPU pod)")
+    # JAX's client aborts the process with a stack trace when its registration times out
+    # (peers that never come): say it in one line just before that.
+    watchdog = threading.Timer(args.init_timeout + INIT_GRACE - 1, _give_up, (args,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        initialize(args.coordinator, args.num_processes, args.process_id, args.init_timeout)
+    finally:
+        watchdog.cancel()
+    return True
+
+
+def _give_up(args) -> None:
+    print(f"flaxdigits train: error: the {args.num_processes or ''} processes did not all join "
+          f"{args.coordinator or 'the run'} within {args.init_timeout} s (is every process "
+          f"started, with the same --coordinator?)", file=sys.stderr,
+          flush=True)
+    os._exit(1)
+
+
+def cmd_train(args) -> dict[str, Any] | None:
+    """Train (or resume) from the command line; returns the JSON summary (None in processes
+    other than 0 of a multi-process run, which report on stderr)."""
     from flaxdigits.checkpoint_file import best_path
     from flaxdigits.checkpoints import load_result, save_result
-    from flaxdigits.training import train
 
+    if args.devices is not None and args.devices < 1:
+        raise InputError(f"--devices must be at least 1, got {args.devices}")
     resume = None
     if args.resume:
         given = _given(args)
         clash = ["--recipe"] * bool(args.recipe) + [
-            _flag(f) for f, _ in cli_options() if f.name != "epochs" and f.name in given]
+            _flag(f) for f, _ in cli_options()
+            if f.name not in ("epochs", "ensemble") and f.name in given]
         if clash:
             raise InputError(f"--resume continues the saved recipe; only --epochs may change, "
                              f"not {' '.join(clash)}")
         resume = load_result(args.resume)
         config = resume.config
+        if args.ensemble is not None and args.ensemble != config.ensemble:
+            saved = ("a single model" if config.ensemble == 1
+                     else f"an ensemble of {config.ensemble}")
+            raise InputError(f"{args.resume} holds {saved}; --resume continues it as it is, "
+                             f"so --ensemble {args.ensemble} cannot apply (train afresh)")
         if args.epochs is not None:
             config = dataclasses.replace(config, epochs=args.epochs)
         if len(resume.history) >= config.epochs:
@@ -167,6 +226,14 @@ def cmd_train(args) -> dict[str, Any]:
         out = args.out or args.resume
     else:
         config, out = resolve(args.recipe, **_given(args)), args.out
+    processes = _start_processes(args)
+    import jax
+
+    from flaxdigits import parallel
+    from flaxdigits.training import train
+
+    primary = parallel.is_primary()
+    out = out if primary else None  # process 0 alone writes the checkpoint
     data = _load(args)
     best = max((h["test_accuracy"] for h in resume.history), default=-1.0) if resume else -1.0
 
@@ -184,7 +251,8 @@ def cmd_train(args) -> dict[str, Any]:
     with Progress(config.epochs, enabled=not args.json and sys.stderr.isatty()) as progress, \
             _stop_after_epoch() as stop:
         try:
-            result = train(config, data, on_epoch=on_epoch, resume=resume)
+            result = train(config, data, on_epoch=on_epoch, resume=resume,
+                           devices=args.devices)
         except KeyboardInterrupt:
             if out:
                 print(f"interrupted: {out} holds the last complete epoch; continue with "
@@ -198,16 +266,30 @@ def cmd_train(args) -> dict[str, Any]:
         "compile_seconds": result.compile_seconds,
         "config": dataclasses.asdict(config),
         "data_source": data.source,
+        "devices": parallel.mesh_size(parallel.data_mesh(args.devices)),
+        "processes": jax.process_count() if processes else 1,
         "history": result.history,
         "checkpoint": str(out) if out else None,
     }
+    if config.ensemble > 1:
+        summary["members"] = result.members
+    if not primary:
+        print(f"process {args.process_id if args.process_id is not None else '?'}: test "
+              f"accuracy {result.test_accuracy!r}, test loss {result.test_loss!r} (process 0 "
+              f"writes the checkpoint and the results)", file=sys.stderr)
+        return None
     if not args.json:
         for h in result.history:
             print(f"epoch {h['epoch']:3d}  train loss {h['train_loss']:.4f} acc "
                   f"{h['train_accuracy']:.4f}  test loss {h['test_loss']:.4f} acc "
                   f"{h['test_accuracy']:.4f}  {h['samples_per_second']:,.0f} samples/s")
-        print(f"test accuracy {result.test_accuracy:.2%} on {len(data.test_labels):,} images; "
-              f"trained in {result.train_seconds:.1f} s (+{result.compile_seconds:.1f} s compile)")
+        for m in result.members:
+            print(f"member seed {m['seed']}: test accuracy {m['test_accuracy']:.2%}, loss "
+                  f"{m['test_loss']:.4f}")
+        what = f"ensemble of {config.ensemble}: " if config.ensemble > 1 else ""
+        print(f"{what}test accuracy {result.test_accuracy:.2%} on {len(data.test_labels):,} "
+              f"images; trained in {result.train_seconds:.1f} s (+{result.compile_seconds:.1f} s "
+              f"compile)")
         if out:
             print(f"checkpoint: {out}")
     return summary
@@ -391,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"flaxdigits {args.command}: interrupted", file=sys.stderr)
         return 130
-    if as_json:
+    if as_json and out is not None:
         print(json.dumps(out))
     return 0
 
