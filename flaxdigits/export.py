@@ -3,7 +3,8 @@
 The exported graph takes pixels [batch, 28, 28, 1] (NHWC) with values 0..255, as float32 or,
 for `int8`, quantized with scale 1 and zero point -128 (so every pixel value is exact), and
 returns class probabilities [batch, 10]. The batch size is fixed: shape-polymorphic graphs
-converted messier and ran slower. TensorFlow (the `export` extra) is imported only here, and
+converted messier and ran slower. An ensemble exports as one graph holding every member, whose
+output is the mean of their probabilities, as `Classifier.predict` computes it. TensorFlow (the `export` extra) is imported only here, and
 only when exporting.
 """
 
@@ -78,7 +79,13 @@ def to_tflite(model: Classifier, quantize: str = "none", batch: int = 1,
     graph = graphdef(dataclasses.replace(model.config, conv="lax"))
 
     def probabilities(x):
-        return jax.nn.softmax(nnx.merge(graph, model.params)(x), axis=-1)
+        if model.members == 1:
+            return jax.nn.softmax(nnx.merge(graph, model.params)(x), axis=-1)
+        # The members one after another, not vmapped: a batched (grouped) convolution or
+        # matmul is no TFLite builtin that every interpreter and quantizer knows.
+        members = [model.member(k).params for k in range(model.members)]
+        return sum(jax.nn.softmax(nnx.merge(graph, p)(x), axis=-1) for p in members) / len(
+            members)
 
     fn = tf.function(jax2tf.convert(probabilities, with_gradient=False), autograph=False,
                      input_signature=[tf.TensorSpec([batch, 28, 28, 1], tf.float32, "pixels")])

@@ -160,3 +160,30 @@ def test_cli_ensemble_json_evaluate_predict_and_resume(mnist_dir, tmp_path, caps
     assert main(["train", "--resume", str(single), "--ensemble", "5", *data]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "holds a single model" in err
+
+
+def test_the_demo_offers_an_ensemble_checkpoint_as_one_model(ensemble, digits, tmp_path):
+    from flaxdigits.demo import Models, classify
+
+    models = Models([save_result(tmp_path / "ensemble.ckpt", ensemble)])
+    top, preview, _ = classify(models, "ensemble.ckpt", np.asarray(255 - digits.test_images[0]))
+    assert models.get("ensemble.ckpt").members == K  # one entry in the picker, K members
+    assert len(top) == 3 and preview and 0 < sum(top.values()) <= 1 + 1e-6
+
+
+def test_an_ensemble_exports_to_one_tflite_graph_that_agrees_in_litert(ensemble, digits,
+                                                                        tmp_path):
+    pytest.importorskip("tensorflow", reason="export needs pip install 'flaxdigits[export]'")
+    pytest.importorskip("ai_edge_litert", reason="LiteRT needs pip install 'flaxdigits[litert]'")
+    from flaxdigits.export import export_tflite
+    from flaxdigits.litert import LiteRTClassifier
+
+    model = Classifier.load(save_result(tmp_path / "e.ckpt", ensemble))
+    summary = export_tflite(model, tmp_path / "e.tflite", batch=16)
+    lite = LiteRTClassifier.load(summary["path"])
+    assert lite.meta["source"]["train"]["ensemble"] == K
+    expected = model.predict(digits.test_images)
+    probs = lite.predict(digits.test_images)
+    assert np.abs(probs - expected).max() < 1e-5
+    assert np.array_equal(probs.argmax(1), expected.argmax(1))
+    assert summary["bytes"] > K * 784 * 100 * 4  # every member's first layer is in the file
