@@ -35,23 +35,41 @@ def _check_choice(config: Any, name: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """Largest random change per image; each is drawn uniformly from [-max, max]."""
+    """Largest random change per image; each is drawn uniformly from [-max, max].
+
+    The first four are the usual affine augmentation; the rest make digits look as people draw
+    them in a sketchpad (see `flaxdigits.augment`), and are off unless a recipe sets them.
+    """
 
     rotate: float = 0.0  # degrees
     scale: float = 0.0  # relative: 0.1 means 90%..110%
     shear: float = 0.0  # degrees
     shift: float = 0.0  # pixels
+    aspect: float = 0.0  # width over height changes by a factor of up to exp(2 * aspect)
+    elastic: float = 0.0  # pixels: largest displacement of a smooth random warp
+    width: float = 0.0  # pixels: strokes thicken by up to this much, or thin (half an erosion)
+    ink: float = 0.0  # 0..1: how far the ink may be pushed towards hard, binarised edges
+    strokes: float = 0.0  # probability that a 1 gets a European flag (and foot), a 7 a crossbar
 
     def __post_init__(self):
-        for name in ("rotate", "scale", "shear", "shift"):
-            if not 0 <= getattr(self, name) < (1 if name == "scale" else 90):
-                raise InputError(f"augment {name} must be in [0, {1 if name == 'scale' else 90}),"
-                                 f" got {getattr(self, name)}")
+        for name, top, closed in (("rotate", 90, False), ("scale", 1, False),
+                                  ("shear", 90, False), ("shift", 90, False),
+                                  ("aspect", 1, False), ("elastic", 6, False),
+                                  ("width", 2, True), ("ink", 1, True), ("strokes", 1, True)):
+            value = getattr(self, name)
+            if not (0 <= value <= top if closed else 0 <= value < top):
+                raise InputError(f"augment {name} must be in [0, {top}{']' if closed else ')'}, "
+                                 f"got {value}")
 
     @property
     def enabled(self) -> bool:
         """Whether any strength is non-zero."""
         return any(dataclasses.astuple(self))
+
+    @property
+    def drawn(self) -> bool:
+        """Whether any of the drawing-style changes (beyond the affine ones) is on."""
+        return any((self.aspect, self.elastic, self.width, self.ink, self.strokes))
 
 
 # What `--augment` turns on: the usual MNIST range, small enough to keep digits legible.

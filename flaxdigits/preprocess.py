@@ -171,8 +171,10 @@ def _fit(ink: np.ndarray, box: int) -> np.ndarray:
     scale = box / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     im = Image.fromarray(ink.astype(np.float32))
-    return np.clip(np.asarray(im.resize(size, Image.Resampling.BOX)),
-                   0, 1)
+    small = np.clip(np.asarray(im.resize(size, Image.Resampling.BOX)), 0, 1)
+    # A thin pen on a large canvas averages out to faint grey strokes; MNIST's ink always
+    # reaches full strength, so the strongest pixel is brought back to 1.
+    return small / max(float(small.max()), 1e-6)
 
 
 def _centre(digit: np.ndarray) -> np.ndarray:

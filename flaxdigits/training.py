@@ -245,7 +245,7 @@ def epoch_batches(key: jax.Array, images: jax.Array, labels: jax.Array,
         order, keys = constrain((order, keys), replicated(mesh))
     x = images[order]
     if config.augment.enabled:
-        x = augment_batches(keys, x, config.augment)
+        x = augment_batches(keys, x, labels[order], config.augment)
     y = labels[order]
     if mesh is not None:
         x = constrain(x, batch_sharding(mesh, 1, x.ndim))
@@ -431,8 +431,9 @@ def train(config: TrainConfig, data: Mnist,
     compile_seconds = time.perf_counter() - t0
 
     for epoch in range(first, config.epochs):
+        key = epoch_key(epoch)
         t0 = time.perf_counter()
-        state, metrics = step(state, images, labels, epoch_key(epoch))
+        state, metrics = step(state, images, labels, key)
         metrics = local(jax.block_until_ready(metrics))
         seconds = time.perf_counter() - t0
         model, optimizer = nnx.merge(graph, local(state))
