@@ -245,7 +245,7 @@ def epoch_batches(key: jax.Array, images: jax.Array, labels: jax.Array,
         order, keys = constrain((order, keys), replicated(mesh))
     x = images[order]
     if config.augment.enabled:
-        x = augment_batches(keys, x, labels[order], config.augment)
+        x = augment_batches(keys, x, config.augment)
     y = labels[order]
     if mesh is not None:
         x = constrain(x, batch_sharding(mesh, 1, x.ndim))

@@ -115,3 +115,16 @@ def test_time_to_accuracy_of_the_pytorch_recipe_or_why_not(mnist_dir, capsys):
         run, = rows["torch"]["runs"]
         assert run["reached"] and run["test_accuracy"][-1] >= 0.8
         assert "torch: `seed` to 80.0% test accuracy, 1 seeds:" in out
+
+
+def test_ensemble_rows(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli(["bench", "--data-dir", str(mnist_dir), *SMALL, "--ensembles", "1", "3",
+                "--no-training", "--no-inference", "--json", str(out)]) == 0
+    rows = {r["ensemble"]: r for r in json.loads(out.read_text())["ensembles"]}
+    assert set(rows) == {1, 3}
+    for k, row in rows.items():
+        assert row["samples_per_epoch"] == k * (2048 // 256) * 256  # model-samples
+        assert row["separate_runs_ratio"] == pytest.approx(
+            row["samples_per_second_median"] / rows[1]["samples_per_second_median"])
+    assert "| seed MLPs at once (K) |" in capsys.readouterr().out

@@ -3,7 +3,7 @@
     flaxdigits bench [--quick] [--models mlp cnn] [--batch-sizes 32 128 1024 ...]
         [--peers lax-conv keras torch torch-cl torch-compile ceiling] [--epochs 4]
         [--repeats N] [--unroll U] [--compute-dtype bfloat16]
-        [--time-to ACC [ACC ...]] [--time-to-seeds N] [--recipe cnn-fast]
+        [--time-to ACC [ACC ...]] [--time-to-seeds N] [--recipe cnn-fast] [--ensembles 1 4 16]
         [--json OUT.json] [--plot OUT.png] [--data-dir DIR]
     (or: python benchmarks/bench.py ..., or python -m flaxdigits.bench.runner ...)
 
@@ -21,7 +21,8 @@ flaxdigits / ceiling is the share of the machine the library uses. Then it times
 per image and per 1,000 images in JAX and, where TensorFlow and ai-edge-litert are installed, in
 LiteRT (one thread, batch 1, every quantization). Needs only the core install: without the
 `keras`, `torch`, `export` or `litert` extras those parts say they were skipped, and the plot
-needs the `report` extra.
+needs the `report` extra. `--ensembles K ...` adds rows of K seed-recipe MLPs trained at once
+(one vmapped program): model-samples/s (K per image) and its ratio to K separate runs.
 """
 
 from __future__ import annotations
@@ -111,11 +112,13 @@ def launch(worker: str, *args: str) -> tuple[dict[str, Any] | None, float | None
 
 def run_worker(framework: str, data_dir: str, model: str, batch_size: int, epochs: int,
                n_train: int | None = None, threads: int = 0, cache: str = "",
-               unroll: int = 1, compute_dtype: str = "float32") -> dict[str, Any]:
+               unroll: int = 1, compute_dtype: str = "float32",
+               ensemble: int = 1) -> dict[str, Any]:
     """Train in a fresh process; its measurements plus seconds from launch to the first step."""
     args = [data_dir, model, str(batch_size), str(epochs), "--threads", str(threads),
             "--cache", cache, "--unroll", str(unroll), "--compute-dtype", compute_dtype] + (
-                ["--n-train", str(n_train)] if n_train else [])
+                ["--n-train", str(n_train)] if n_train else []) + (
+                ["--ensemble", str(ensemble)] if ensemble > 1 else [])
     worker, extra, _ = FRAMEWORKS[framework]
     result, first_step, error = launch(worker, *args, *extra)
     row: dict[str, Any] = {"model": model, "framework": framework, "batch_size": batch_size}
@@ -208,6 +211,35 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         mine = ours.get((r["model"], r["batch_size"]))
         if r["framework"] != "flaxdigits" and mine and r.get("samples_per_second_median"):
             r["flaxdigits_ratio"] = mine / r["samples_per_second_median"]
+
+
+def ensemble_rows(data_dir: str, ensembles: list[int], batch_sizes: list[int], epochs: int,
+                  n_train: int | None, repeats: int, unroll: int = 1,
+                  compute_dtype: str = "float32") -> list[dict[str, Any]]:
+    """K seed-recipe MLPs trained at once (one vmapped program) for each K and batch size, each
+    in a fresh process, round robin over `repeats`: model-samples/s (K per image), and its
+    ratio to K separate runs, that is to one model's samples/s (the K = 1 row)."""
+    keys = [(batch, k) for batch in batch_sizes for k in sorted(set([1, *ensembles]))]
+    runs: dict[tuple[int, int], list[dict[str, Any]]] = {key: [] for key in keys}
+    for _ in range(repeats):
+        for batch, k in keys:
+            run = run_worker("flaxdigits", data_dir, "mlp", batch, epochs, n_train,
+                             unroll=unroll, compute_dtype=compute_dtype, ensemble=k)
+            runs[batch, k].append(run)
+            rates = run.get("samples_per_second")
+            print(f"mlp x{k} batch {batch}: " + (
+                f"{statistics.median(rates[1:] or rates):,.0f} model-samples/s" if rates
+                else run.get("error", "")), file=sys.stderr, flush=True)
+    rows = []
+    for (batch, k), v in runs.items():
+        row = combine(v)
+        row["ensemble"] = k
+        one = combine(runs[batch, 1]).get("samples_per_second_median")
+        if one and row.get("samples_per_second_median") and k in ensembles:
+            row["separate_runs_ratio"] = row["samples_per_second_median"] / one
+        if k in ensembles:
+            rows.append(row)
+    return rows
 
 
 def _median_seconds(fn, reps: int) -> float:
@@ -347,6 +379,20 @@ def markdown(report: dict[str, Any]) -> str:
                      f"training, {r['epochs_mean']:.1f} ± {r['epochs_std']:.1f} epochs"
                      f"{compile_} on {r['device']}{_dtype(r)}")
         lines += ["", "; ".join([head, *missed, *failed])]
+    if report.get("ensembles"):
+        lines += ["", "| seed MLPs at once (K) | batch | model-samples/s (median) | min .. max "
+                  "| × K separate runs | first epoch s | test acc (ensemble) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in report["ensembles"]:
+            if "samples_per_second_median" not in r:
+                lines.append(f"| {r.get('ensemble')} | {r['batch_size']} | failed: "
+                             f"{r.get('error')} | | | | |")
+                continue
+            lines.append(
+                f"| {r['ensemble']} | {r['batch_size']} | {r['samples_per_second_median']:,.0f} | "
+                f"{r['samples_per_second_min']:,.0f} .. {r['samples_per_second_max']:,.0f} | "
+                f"{_num(r.get('separate_runs_ratio'), '.2f')} | {r['first_epoch_seconds']:.2f} | "
+                f"{_num(r['test_accuracy'], '.2%')} |")
     startup = report.get("startup")
     if startup:
         lines += ["", "flaxdigits MLP, process start to first finished training step: "
@@ -441,6 +487,10 @@ def parser() -> argparse.ArgumentParser:
                     "seeds 0..N-1, each in a fresh process: mean ± std (default: 1)")
     ap.add_argument("--recipe", default="cnn-fast", help="the recipe for --time-to "
                     "(default: cnn-fast)")
+    ap.add_argument("--ensembles", type=int, nargs="+", default=[], metavar="K",
+                    help="also train K seed-recipe MLPs at once (one vmapped program) for each "
+                    "K, e.g. 1 4 16, at each --batch-sizes: model-samples/s and the ratio to K "
+                    "separate runs (default: none)")
     ap.add_argument("--no-training", dest="training", action="store_false",
                     help="skip the training rows and start-up timings")
     ap.add_argument("--no-inference", dest="inference", action="store_false",
@@ -465,8 +515,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.plot:  # say so now, not after the whole run
         need("matplotlib", "report", "bench --plot")
     if (any(b < 1 for b in args.batch_sizes) or args.repeats < 1 or args.unroll < 1
-            or args.time_to_seeds < 1):
-        ap.error("batch sizes, --repeats, --unroll and --time-to-seeds must be positive")
+            or args.time_to_seeds < 1 or any(k < 1 for k in args.ensembles)):
+        ap.error("batch sizes, --repeats, --unroll, --time-to-seeds and --ensembles must be "
+                 "positive")
     models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])
     epochs = args.epochs or (2 if args.quick else 4)
     n_train = args.n_train or (15_000 if args.quick else None)
@@ -504,6 +555,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cached = [run_worker("flaxdigits", args.data_dir, "mlp", 32, 0, cache=cache)
                       ["first_step_seconds"] for _ in range(starts)]
         report["startup"] = {"cold": cold, "compilation cache (as the CLI)": cached}
+    if args.ensembles:
+        report["ensembles"] = ensemble_rows(args.data_dir, args.ensembles, args.batch_sizes,
+                                            epochs, n_train, args.repeats, args.unroll,
+                                            args.compute_dtype)
     if args.time_to:
         report["time_to_accuracy"] = [
             row for framework in TIME_TO if framework == "flaxdigits" or framework in args.peers

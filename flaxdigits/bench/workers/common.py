@@ -22,7 +22,7 @@ from flaxdigits.data import Mnist, load_idx
 
 def parse_args() -> argparse.Namespace:
     """DATA_DIR MODEL BATCH EPOCHS [--n-train N] [--threads T] [--cache DIR] [--unroll U]
-    [--compute-dtype D] [--channels-last] [--compile] [--conv C]."""
+    [--compute-dtype D] [--channels-last] [--compile] [--conv C] [--ensemble K]."""
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
     ap.add_argument("model", choices=["mlp", "cnn"])
@@ -37,6 +37,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--channels-last", action="store_true", help="PyTorch: NHWC memory format")
     ap.add_argument("--compile", action="store_true", help="PyTorch: torch.compile the model")
     ap.add_argument("--conv", default="auto", help="flaxdigits CNN: the convolution path")
+    ap.add_argument("--ensemble", type=int, default=1, help="flaxdigits: K models (seeds "
+                    "0..K-1) in one vmapped program")
     return ap.parse_args()
 
 

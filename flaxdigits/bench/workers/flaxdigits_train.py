@@ -1,8 +1,12 @@
-"""flaxdigits worker: the library's own training loop (`train`), cold start included."""
+"""flaxdigits worker: the library's own training loop (`train`), cold start included; with
+--ensemble K, K seed models in one vmapped program (samples are then model-samples: K per
+image)."""
 
 from flaxdigits.bench.workers import common
 
 args = common.parse_args()
+
+import dataclasses  # noqa: E402
 
 import jax  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -17,10 +21,10 @@ if args.cache:
 data = common.load(args)
 config = TrainConfig(model=ModelConfig(kind=args.model, conv=args.conv),
                      batch_size=args.batch_size, epochs=max(args.epochs, 1), unroll=args.unroll,
-                     compute_dtype=args.compute_dtype)
+                     compute_dtype=args.compute_dtype, ensemble=args.ensemble)
 # A user's first step, as Flax's MNIST tutorial takes it: a new model and optimizer, then
-# `nnx.jit(train_step)` on the first batch, compiled from scratch.
-model, optimizer = create_model_and_optimizer(config)
+# `nnx.jit(train_step)` on the first batch, compiled from scratch (one model, even for -K).
+model, optimizer = create_model_and_optimizer(dataclasses.replace(config, ensemble=1))
 x = data.train_images[:config.batch_size].reshape(config.batch_size, 784)
 batch = (x, data.train_labels[:config.batch_size])
 jax.block_until_ready(nnx.jit(train_step)(model, optimizer, batch))
@@ -40,7 +44,9 @@ common.report({
     "conv": conv_impl(config.model.conv) if args.model == "cnn" else None,
     "unroll": config.unroll,
     "compute_dtype": config.compute_dtype,
-    "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size,
+    "ensemble": config.ensemble,
+    "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size
+    * config.ensemble,
     "epoch_seconds": [h["seconds"] for h in result.history],
     "compile_seconds": result.compile_seconds,
     "test_accuracy": result.test_accuracy,
