@@ -4,8 +4,8 @@ The exported graph takes pixels [batch, 28, 28, 1] (NHWC) with values 0..255, as
 for `int8`, quantized with scale 1 and zero point -128 (so every pixel value is exact), and
 returns class probabilities [batch, 10]. The batch size is fixed: shape-polymorphic graphs
 converted messier and ran slower. An ensemble exports as one graph holding every member, whose
-output is the mean of their probabilities, as `Classifier.predict` computes it. TensorFlow (the `export` extra) is imported only here, and
-only when exporting.
+output is the mean of their probabilities, as `Classifier.predict` computes it. TensorFlow (the
+`export` extra) is imported only here, and only when exporting.
 """
 
 from __future__ import annotations
