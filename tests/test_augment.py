@@ -1,11 +1,14 @@
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
-from flaxdigits.augment import affine
+from flaxdigits.augment import AFFINE, affine, draws
 from flaxdigits.config import DEFAULT_AUGMENT as DEFAULT
 from flaxdigits.config import Augment, TrainConfig
 from flaxdigits.errors import InputError
+from flaxdigits.recipes import DRAWN_AUGMENT as DRAWN
 from flaxdigits.training import prng_key, train
 
 
@@ -45,7 +48,8 @@ def test_pure_shift_moves_pixels_exactly(digits):
     assert np.abs(com(out) - com(x[0])).max() <= 3.01
 
 
-@pytest.mark.parametrize("kwargs", [{"rotate": -1}, {"scale": 1.0}, {"shift": 100}])
+@pytest.mark.parametrize("kwargs", [{"rotate": -1}, {"scale": 1.0}, {"shift": 100},
+                                    {"width": 2.5}, {"strokes": 1.5}, {"elastic": -1}])
 def test_bad_strengths(kwargs):
     with pytest.raises(InputError):
         Augment(**kwargs)
@@ -62,3 +66,59 @@ def test_augmented_digits_keep_their_labels(mnist):
     moved = np.asarray(affine(prng_key(3), x, DEFAULT)).astype(np.uint8)
     assert model.evaluate(moved, y)["accuracy"] > 0.85  # a label scramble gives far less
     assert model.evaluate(x, y)["accuracy"] > 0.93
+
+
+def test_drawing_changes_draw_more_numbers_but_the_affine_ones_stay_the_same():
+    """Old recipes train exactly as before: the first numbers are the affine ones either way."""
+    plain, drawn = draws(prng_key(0), 16, DEFAULT), draws(prng_key(0), 16, DRAWN)
+    assert plain.shape == (16, AFFINE) and drawn.shape[1] > AFFINE
+    np.testing.assert_array_equal(plain, drawn[:, :AFFINE])
+
+
+def _stroke_image(points):
+    """A 28x28 image with a 2 px line through `points` [(y, x), ...], like an MNIST stroke."""
+    img = np.zeros((28, 28), np.float32)
+    for (y0, x0), (y1, x1) in zip(points, points[1:]):
+        for t in np.linspace(0, 1, 60):
+            y, x = round(y0 + (y1 - y0) * t), round(x0 + (x1 - x0) * t)
+            img[y:y + 2, x:x + 2] = 255
+    return img
+
+
+def test_strokes_give_ones_a_flag_and_sevens_a_crossbar_and_touch_nothing_else():
+    one = _stroke_image([(4, 14), (23, 14)])
+    seven = _stroke_image([(4, 8), (4, 19), (23, 12)])
+    x = np.stack([one, seven, one, seven])
+    labels = np.array([1, 7, 4, 9])  # the same shapes, other labels: left alone
+    out = np.asarray(affine(prng_key(0), x, Augment(strokes=1.0), labels))
+    np.testing.assert_array_equal(out[2:], x[2:])
+    # The flag: new ink left of the 1's stem in its top third; the bar: across the 7's stem.
+    assert out[0, 4:11, :12].sum() > 255 * 4 and x[0, 4:11, :12].sum() == 0
+    added = out[1] - x[1]
+    rows = np.nonzero(added.sum(1) > 255 * 4)[0]
+    assert len(rows) and 10 <= rows.mean() <= 18  # about halfway down the stem
+    assert np.count_nonzero(added.max(0) > 128) >= 5  # it runs across, several pixels wide
+    without = np.asarray(affine(prng_key(0), x, Augment(), labels))
+    np.testing.assert_array_equal(without, x)
+
+
+def test_width_thickens_or_thins_the_pen_and_keeps_full_strength(digits):
+    x = digits.train_images[:64].astype(np.float32)
+    out = np.asarray(affine(prng_key(0), x, Augment(width=2.0)))
+    u = np.asarray(draws(prng_key(0), 64, Augment(width=2.0)))[:, AFFINE + 1]
+    ink_in, ink_out = (x > 96).sum((1, 2)), (out > 96).sum((1, 2))
+    thicker, thinner = u > 0.5, u < -0.5
+    assert (ink_out[thicker] > ink_in[thicker]).all()
+    assert (ink_out[thinner] <= ink_in[thinner]).all()
+    assert (ink_out[thinner] < ink_in[thinner]).any()
+    np.testing.assert_allclose(out.max((1, 2)), 255, rtol=1e-5)  # faint pens back to full ink
+
+
+def test_the_drawn_recipe_keeps_pixels_in_range_and_changes_every_image(digits):
+    x = digits.train_images[:64]
+    out = np.asarray(affine(prng_key(0), x, DRAWN, digits.train_labels[:64]))
+    assert out.shape == (64, 28, 28) and out.min() >= 0 and out.max() <= 255
+    assert (np.abs(out - x).mean((1, 2)) > 1).all()
+    each = dataclasses.replace(DRAWN, elastic=0.0)
+    assert not np.array_equal(out, np.asarray(affine(prng_key(0), x, each,
+                                                     digits.train_labels[:64])))
