@@ -1,5 +1,5 @@
 """Run by tests/test_parallel.py with JAX_NUM_CPU_DEVICES=4: one epoch of the seed recipe on 4
-CPU devices and on 1, in one process; prints one JSON line for the test to judge."""
+CPU devices, its parameters saved to OUT.npz; prints one JSON line for the test to judge."""
 
 import json
 import sys
@@ -29,13 +29,12 @@ for bad in (lambda: parallel.check_batch(30, mesh), lambda: parallel.data_mesh(8
         bad()
     except InputError as e:
         errors.append(str(e))
-single, sharded = train(config, data, devices=1), train(config, data, devices=4)
+sharded = train(config, data, devices=4)
+np.savez(sys.argv[2], *[np.asarray(a) for a in jax.tree.leaves(sharded.params)])
 print(json.dumps({
     "devices": len(jax.devices()),
     "batch_sharding": str(four[0].sharding.spec),
     "same_batches": bool(np.array_equal(one[0], four[0]) and np.array_equal(one[1], four[1])),
     "param_shardings": sorted({str(a.sharding) for a in jax.tree.leaves(sharded.params)}),
-    "max_param_diff": max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in
-                          zip(jax.tree.leaves(single.params), jax.tree.leaves(sharded.params))),
-    "single": single.test_accuracy, "sharded": sharded.test_accuracy, "errors": errors,
+    "sharded": sharded.test_accuracy, "errors": errors,
 }))

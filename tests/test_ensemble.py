@@ -48,8 +48,9 @@ def test_members_start_and_draw_exactly_as_their_single_runs(digits):
     batches = jax.jit(epoch_batches, static_argnames="config")
     xs, ys = batches(jnp.stack(keys), images, labels, config)
     assert xs.shape[:3] == (K, len(images) // 32, 32)
+    single = member_config(config, 0)  # the seed is in the key: one compiled program for all
     for k, key in enumerate(keys):  # shuffle and augmentation, bit for bit
-        x, y = batches(key, images, labels, member_config(config, k))
+        x, y = batches(key, images, labels, single)
         np.testing.assert_array_equal(np.asarray(xs[k]), np.asarray(x))
         np.testing.assert_array_equal(np.asarray(ys[k]), np.asarray(y))
     assert not np.array_equal(np.asarray(xs[0]), np.asarray(xs[1]))
@@ -117,11 +118,10 @@ def test_ensemble_of_cnns_in_the_per_batch_loop(digits):
     config = TrainConfig(model=ModelConfig(kind="cnn", channels=(8, 16), dense=32, conv="lax"),
                          epochs=1, batch_size=64, lr=3e-3, loop="step")
     small = digits.subset(384, 128)
-    ensemble = train(config.with_options(ensemble=2), small)
-    for k in range(2):
-        single = train(member_config(config.with_options(ensemble=2), k), small)
-        for a, b in zip(_leaves(ensemble.member(k).params), _leaves(single.params)):
-            np.testing.assert_allclose(a, b, atol=2e-5)
+    ensemble = train(config.with_options(ensemble=2, seed=7), small)
+    single = train(config.with_options(seed=8), small)
+    for a, b in zip(_leaves(ensemble.member(1).params), _leaves(single.params)):
+        np.testing.assert_allclose(a, b, atol=2e-5)
 
 
 @pytest.mark.parametrize("value", [0, -1])
