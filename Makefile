@@ -1,12 +1,13 @@
 # Two commands for a newcomer (see README):
-#   make run    set up .venv, train the default model if there is none, evaluate it, then
-#               serve the sketchpad demo on http://127.0.0.1:7860
+#   make run    set up .venv, train the default model (the drawn recipe, a CNN trained to read
+#               people's drawings) if there is none, evaluate it, then serve the sketchpad demo
+#               on http://127.0.0.1:7860
 #   make test   set up .venv with the test tools and run the whole test suite
 #               (make test-fast: the synthetic-data tier alone, in seconds)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-MODEL  ?= models/mlp.ckpt
+MODEL  ?= models/drawn.ckpt
 
 .PHONY: run test test-fast bench clean
 
@@ -25,7 +26,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(MODEL): | $(VENV)/.installed
-	$(BIN)/flaxdigits train --out $(MODEL)
+	$(BIN)/flaxdigits train --recipe drawn --out $(MODEL)
 
 run: $(VENV)/.installed $(MODEL)
 	$(BIN)/flaxdigits evaluate $(MODEL)

@@ -9,7 +9,9 @@ The `drawn` recipe turns on more, so that digits drawn in a sketchpad (and read 
 random warp of the strokes (`elastic`), thicker or thinner pens (`width`: grey dilation or
 erosion), harder, binarised ink (`ink`), and the strokes people outside the US add: a flag and a
 foot on a 1, a crossbar on a 7 (`strokes`), drawn as anti-aliased pen lines onto the MNIST digit
-before it is warped, so they slant and bend with it.
+before it is warped, so they slant and bend with it. `nondigits` replaces a share of each batch
+with random scribbles labelled -1, which training answers with the uniform distribution, so that
+the model learns to be unsure of what is not a digit ("outlier exposure").
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ from flaxdigits.config import Augment
 
 AFFINE = 5  # random numbers per image for the affine part (kept first: old recipes draw these)
 GRID = 4  # the elastic warp: a GRID x GRID field of random displacements, smoothly upsampled
+SCRIBBLE = 9  # points of a scribble's random walk
 # The rest, per image: aspect, width, ink, flag?, foot?, flag length, flag angle, foot or bar
-# length, then the warp's field.
-EXTRA = 8 + 2 * GRID * GRID
+# length, the warp's field, then a scribble's start, heading, turns and step lengths.
+WARP = 8
+WALK = WARP + 2 * GRID * GRID
+EXTRA = WALK + 3 + 2 * (SCRIBBLE - 1)
+NONDIGIT = -1  # the label of a scribble
 
 
 def draws(key: jax.Array, n: int, aug: Augment = Augment()) -> jax.Array:
@@ -44,18 +50,25 @@ def affine(key: jax.Array, images: jax.Array, aug: Augment,
 
 
 def augment_batches(keys: jax.Array, images: jax.Array, labels: jax.Array,
-                    aug: Augment) -> jax.Array:
+                    aug: Augment) -> tuple[jax.Array, jax.Array]:
     """An epoch's batches `images` [steps, B, 784] (or [steps, B, 28, 28]) with their labels
-    [steps, B], batch i augmented from `keys[i]` exactly as `affine(keys[i], images[i], aug,
-    labels[i])` -> float32 [steps, B, 28, 28].
+    [steps, B], batch i augmented from `keys[i]` as `affine(keys[i], images[i], aug, labels[i])`
+    -> (float32 [steps, B, 28, 28], labels). With `aug.nondigits`, the first images of every
+    (shuffled) batch become scribbles first, labelled NONDIGIT.
 
     The draws go batch by batch (`lax.map`: the "rbg" keys draw other numbers under `vmap`);
     the resampling runs over the whole epoch at once.
     """
     steps, b = images.shape[:2]
     u = jax.lax.map(lambda k: draws(k, b, aug), keys)
-    return transform(u.reshape(steps * b, -1), images.reshape(steps * b, 784), aug,
-                     labels.reshape(-1)).reshape(steps, b, 28, 28)
+    x = images.reshape(steps, b, 784).astype(jnp.float32)
+    if aug.nondigits:
+        k = max(1, round(aug.nondigits * b))
+        walks = _scribbles(u[:, :k, AFFINE + WALK:].reshape(steps * k, -1))
+        x = x.at[:, :k].set(walks.reshape(steps, k, 784))
+        labels = labels.at[:, :k].set(NONDIGIT)
+    x = transform(u.reshape(steps * b, -1), x.reshape(steps * b, 784), aug, labels.reshape(-1))
+    return x.reshape(steps, b, 28, 28), labels
 
 
 def transform(u: jax.Array, images: jax.Array, aug: Augment,
@@ -86,7 +99,7 @@ def transform(u: jax.Array, images: jax.Array, aug: Augment,
     grid = jnp.stack([yy, xx], -1).reshape(1, 784, 2) - c - shift[:, None, :]
     src = jnp.einsum("bij,bpj->bpi", inv, grid) + c  # [B, 784, (y, x)]
     if aug.elastic:
-        field = e[:, 8:].reshape(b, GRID, GRID, 2) * aug.elastic
+        field = e[:, WARP:WALK].reshape(b, GRID, GRID, 2) * aug.elastic
         src = src + jax.image.resize(field, (b, 28, 28, 2), "cubic").reshape(b, 784, 2)
     # Bilinear weights sum to 1 up to rounding: clip so that pixels stay within 0..255.
     x = jnp.clip(jax.vmap(_bilinear)(x, src).reshape(b, 28, 28), 0.0, 255.0)
@@ -162,6 +175,27 @@ def _add_strokes(x: jax.Array, labels: jax.Array, e: jax.Array, p: float) -> jax
     add = jnp.maximum(flag_ink * flag[:, None, None], foot_ink * foot[:, None, None])
     add = jnp.maximum(add, bar_ink * bar[:, None, None])
     return jnp.maximum(x, add)
+
+
+def _scribbles(v: jax.Array) -> jax.Array:
+    """Random scribbles [N, 28, 28] from numbers `v` [N, 3 + 2 (SCRIBBLE - 1)] in [-1, 1): a
+    pen's random walk of SCRIBBLE points with sharp turns, tangled enough to be no digit (a 1,
+    7 or 4 is one to three straight strokes; these are eight)."""
+    start = 6.0 * v[:, 0:2]  # (y, x); only its shape matters, see below
+    turns = 2.6 * v[:, 3:3 + SCRIBBLE - 1]  # up to ~150 degrees either way at every point
+    heading = jnp.pi * v[:, 2:3] + jnp.cumsum(turns, axis=1)
+    steps = 7.0 + 3.0 * v[:, 3 + SCRIBBLE - 1:]  # 4-10 px
+    moves = jnp.stack([jnp.sin(heading), jnp.cos(heading)], -1) * steps[..., None]
+    points = jnp.concatenate([start[:, None], start[:, None] + jnp.cumsum(moves, axis=1)], 1)
+    # As `to_mnist` would hand it over: the longer side of its box 19 px, centred.
+    low, high = points.min(1, keepdims=True), points.max(1, keepdims=True)
+    size = jnp.maximum((high - low).max(-1, keepdims=True), 1.0)
+    points = (points - (low + high) / 2) * (19.0 / size) + 13.5  # [N, SCRIBBLE, 2]
+    ink = jnp.zeros((v.shape[0], 28, 28))
+    for i in range(SCRIBBLE - 1):
+        ink = jnp.maximum(ink, _segment(points[:, i, 0], points[:, i, 1], points[:, i + 1, 0],
+                                        points[:, i + 1, 1]))
+    return ink
 
 
 def _segment(y0: jax.Array, x0: jax.Array, y1: jax.Array, x1: jax.Array) -> jax.Array:

@@ -50,12 +50,14 @@ class Augment:
     width: float = 0.0  # pixels: strokes thicken by up to this much, or thin (half an erosion)
     ink: float = 0.0  # 0..1: how far the ink may be pushed towards hard, binarised edges
     strokes: float = 0.0  # probability that a 1 gets a European flag (and foot), a 7 a crossbar
+    nondigits: float = 0.0  # share of each batch replaced by scribbles that teach "no digit"
 
     def __post_init__(self):
         for name, top, closed in (("rotate", 90, False), ("scale", 1, False),
                                   ("shear", 90, False), ("shift", 90, False),
                                   ("aspect", 1, False), ("elastic", 6, False),
-                                  ("width", 2, True), ("ink", 1, True), ("strokes", 1, True)):
+                                  ("width", 2, True), ("ink", 1, True), ("strokes", 1, True),
+                                  ("nondigits", 0.5, True)):
             value = getattr(self, name)
             if not (0 <= value <= top if closed else 0 <= value < top):
                 raise InputError(f"augment {name} must be in [0, {top}{']' if closed else ')'}, "
@@ -69,7 +71,8 @@ class Augment:
     @property
     def drawn(self) -> bool:
         """Whether any of the drawing-style changes (beyond the affine ones) is on."""
-        return any((self.aspect, self.elastic, self.width, self.ink, self.strokes))
+        return any((self.aspect, self.elastic, self.width, self.ink, self.strokes,
+                    self.nondigits))
 
 
 # What `--augment` turns on: the usual MNIST range, small enough to keep digits legible.

@@ -24,6 +24,7 @@ from PIL import Image
 from flaxdigits.checkpoint_file import find_checkpoints
 from flaxdigits.errors import FlaxdigitsError, need
 from flaxdigits.inference import Classifier
+from flaxdigits.ood import judge
 from flaxdigits.paths import DEFAULT_MODEL_DIR, cache_dir
 from flaxdigits.preprocess import BlankImage, to_mnist
 
@@ -86,9 +87,22 @@ def classify_many(models: Models, names: list[str], images: list) -> list[tuple[
         probs = models.get(name).predict(np.stack([x for _, x in inputs]))
         for (i, x), p in zip(inputs, probs):
             top = {str(d): float(p[d]) for d in np.argsort(-p)[:3]}
-            best = int(p.argmax())
-            answers[i] = (top, preview_html(x), f"Looks like a **{best}** ({p[best]:.0%} sure).")
+            answers[i] = (top, preview_html(x), verdict(p))
     return answers
+
+
+def verdict(p: np.ndarray) -> str:
+    """What the demo says of one prediction `p` [10]: the digit when the model is sure, two
+    digits when it hesitates between them, and "not sure" otherwise (scribbles, letters); the
+    thresholds are `ood.SURE` and `ood.PAIR`, calibrated on our out-of-distribution set."""
+    kind, first, second = judge(p)
+    if kind == "sure":
+        return f"Looks like a **{first}** ({p[first]:.0%} sure)."
+    if kind == "pair":
+        return (f"A **{first}** or a **{second}**? ({p[first]:.0%} and {p[second]:.0%}: not sure "
+                f"which.)")
+    return (f"**Not sure** this is a digit (best guess {first}, {p[first]:.0%}). Draw one digit, "
+            f"as you would on paper.")
 
 
 def preview_html(x: np.ndarray) -> str:
@@ -112,6 +126,15 @@ def gradio():
 
 # Requests that wait in Gradio's queue together are answered by one call (see `build`).
 MAX_BATCH = 16
+# One batch at a time per event: requests that arrive meanwhile make the next batch larger.
+# Batches side by side only take turns on the one interpreter lock, each with its own overhead.
+BATCH_CONCURRENCY = 1
+# Gradio's default ("auto") sends every waiting client its queue position after every job:
+# ~45 messages per prediction with 50 clients waiting. Once a second is plenty for a person.
+STATUS_UPDATE_SECONDS = 1.0
+# Gradio's monitoring summary (a pandas table of up to 10,000 recorded events) is rebuilt after
+# every event by default: 3 ms per event at 250 events, 10 ms at 10,000. We show no dashboard.
+ANALYTICS_SUMMARY_EVERY = 1000
 
 
 def build(models: Models, batch: bool = True):
@@ -145,8 +168,8 @@ def build(models: Models, batch: bool = True):
         def predict_one(name, image):
             return classify(models, name, image)
 
-        handler = {"fn": predict, "batch": True, "max_batch_size": MAX_BATCH} if batch else {
-            "fn": predict_one}
+        handler = {"fn": predict, "batch": True, "max_batch_size": MAX_BATCH,
+                   "concurrency_limit": BATCH_CONCURRENCY} if batch else {"fn": predict_one}
         outputs = [label, preview, status]
         sketch.change(inputs=[model, sketch], outputs=outputs, trigger_mode="always_last",
                       api_name="predict_sketch", **handler)
@@ -187,8 +210,26 @@ def launch(model_paths: list[str] | None = None, port: int = 7860, block: bool =
                               f"{DEFAULT_MODEL_DIR}/mlp.ckpt) or pass --model PATH")
     for p in paths:
         Classifier.load(p)  # fail now, with the checkpoint's own message, not at first stroke
-    app = build(Models(paths), batch)
-    app.queue(default_concurrency_limit=4)
+    models = Models(paths)
+    # One-time costs are paid now, not by the first visitors and everyone queued behind them:
+    # compiling the default model for each batch size (~0.2 s a size), reading a first image,
+    # and the first matplotlib backend switch, which Gradio makes around every call when
+    # matplotlib is installed (~0.4 s, over 1 s on a busy machine). Other models load lazily.
+    name = paths[0].name
+    for n in range(1, (MAX_BATCH if batch else 1) + 1):
+        models.get(name).predict(np.zeros((n, 28, 28), np.uint8))
+    stroke = np.full((CANVAS, CANVAS, 4), 255, np.uint8)
+    stroke[40:240, 130:150, :3] = 0
+    classify(models, name, stroke)
+    try:
+        import matplotlib
+        matplotlib.get_backend()
+    except ImportError:
+        pass
+    app = build(models, batch)
+    # Read by Gradio's queue when `queue` creates it; a value set by the user wins.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(ANALYTICS_SUMMARY_EVERY))
+    app.queue(default_concurrency_limit=4, status_update_rate=STATUS_UPDATE_SECONDS)
     app.launch(server_name="127.0.0.1", server_port=port, share=False, js=SELECT_BRUSH_JS,
                theme=local_theme(), prevent_thread_lock=not block, show_error=False)
     return app

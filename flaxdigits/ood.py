@@ -605,6 +605,69 @@ def evaluate(classifier: Any, ood: OodSet) -> dict[str, Any]:
     return report
 
 
+# --- Honest uncertainty --------------------------------------------------------------------
+
+# When the demo names a digit, calibrated on the dev split (`python -m flaxdigits.ood --calibrate
+# --split dev`; docs/ood.md gives the table): see `judge`.
+SURE = 0.90  # the top probability at least this: "Looks like a 4"
+PAIR = 0.85  # else, the top two together at least this: "A 4 or a 9?"
+
+
+def judge(p: np.ndarray, sure: float = SURE, pair: float = PAIR) -> tuple[str, int, int]:
+    """How sure one prediction `p` [10] is: ("sure", digit, runner-up) when the top probability
+    reaches `sure`, ("pair", ...) when the top two together reach `pair`, else ("unsure", ...)."""
+    first, second = (int(d) for d in np.argsort(-np.asarray(p))[:2])
+    if p[first] >= sure:
+        return "sure", first, second
+    return ("pair" if p[first] + p[second] >= pair else "unsure"), first, second
+
+
+def calibration(probs: np.ndarray, labels: np.ndarray, sure: float = SURE,
+                pair: float = PAIR) -> dict[str, float]:
+    """What `judge` does to a set's predictions `probs` [N, 10] with `labels` [N] (NONDIGIT for
+    letters and scribbles): for digits, the shares answered sure (and how many of those are
+    right), as a pair (and how many pairs hold the digit), and unsure; for non-digits, the share
+    announced as a sure digit."""
+    kinds = np.array([judge(p, sure, pair)[0] for p in probs])
+    top2 = np.argsort(-probs, axis=1)[:, :2]
+    digit = labels != NONDIGIT
+    d_kinds, d_labels = kinds[digit], labels[digit]
+    right = top2[digit, 0] == d_labels
+    in_pair = (top2[digit] == d_labels[:, None]).any(1)
+
+    def share(mask: np.ndarray, of: np.ndarray) -> float:
+        return float(mask[of].mean()) if of.any() else float("nan")
+
+    is_sure, is_pair = d_kinds == "sure", d_kinds == "pair"
+    return {
+        "sure": sure, "pair": pair,
+        "digits_sure": float(is_sure.mean()),
+        "sure_right": share(right, is_sure),
+        "digits_pair": float(is_pair.mean()),
+        "pair_holds_digit": share(in_pair, is_pair),
+        "digits_unsure": float((d_kinds == "unsure").mean()),
+        "digits_wrong_and_sure": float((is_sure & ~right).mean()),
+        "nondigits_sure": float((kinds[~digit] == "sure").mean()) if (~digit).any() else
+        float("nan"),
+    }
+
+
+def calibration_markdown(probs: np.ndarray, labels: np.ndarray,
+                         sures: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98),
+                         pair: float = PAIR) -> str:
+    """A Markdown table of `calibration` at several `sure` thresholds (the demo's marked *)."""
+    lines = ["| sure at | digits sure | of those right | wrong and sure | as a pair | pair "
+             "holds it | unsure | non-digits sure |", "|---" + "|---:" * 7 + "|"]
+    for sure in sorted({*sures, SURE}):
+        c = calibration(probs, labels, sure, pair)
+        mark = " *" if sure == SURE and pair == PAIR else ""
+        lines.append(f"| {sure:.2f}{mark} | {c['digits_sure']:.1%} | {c['sure_right']:.1%} | "
+                     f"{c['digits_wrong_and_sure']:.1%} | {c['digits_pair']:.1%} | "
+                     f"{c['pair_holds_digit']:.1%} | {c['digits_unsure']:.1%} | "
+                     f"{c['nondigits_sure']:.1%} |")
+    return "\n".join(lines)
+
+
 def markdown(reports: dict[str, dict[str, Any]]) -> str:
     """A Markdown table of reports by model name: rows digits 0-9, variants, styles."""
     names = list(reports)
@@ -684,6 +747,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--nondigits", type=int, default=NONDIGITS, help="letters and scribbles")
     ap.add_argument("--json", metavar="OUT", help="write the reports as JSON")
     ap.add_argument("--sheet", metavar="PNG", help="write a contact sheet of the split")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="also print what the demo's sure/pair/unsure answers do on the split, "
+                         "at its thresholds and at others")
     ap.add_argument("--no-cache", dest="cache", action="store_false",
                     help="generate the set again instead of reading the cache")
     args = ap.parse_args(argv)
@@ -707,6 +773,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"OOD {args.split} split (generator v{GENERATOR_VERSION}): {int(ood.is_digit.sum()):,} "
           f"digits, {int((~ood.is_digit).sum()):,} non-digits; ready in {seconds:.1f} s\n")
     print(markdown(reports))
+    if args.calibrate:
+        for name, r in reports.items():
+            print(f"\n{name}: the demo's answers (SURE {SURE}, PAIR {PAIR} marked *)\n")
+            print(calibration_markdown(r["probabilities"], ood.labels))
     out = {name: _json_ready(r) for name, r in reports.items()}
     if args.json:
         write_atomic(args.json, json.dumps(out, indent=2).encode(), "the JSON report", InputError)

@@ -17,7 +17,8 @@ CNN = ModelConfig(kind="cnn", channels=(32, 64), kernels=(5, 3), dense=128)
 # Digits as people draw them in the sketchpad (see flaxdigits.augment): the usual affine range a
 # little wider, plus aspect, a smooth warp, thin to thick pens, hard ink, flags, feet, crossbars.
 DRAWN_AUGMENT = Augment(rotate=15.0, scale=0.12, shear=15.0, shift=2.0, aspect=0.25,
-                        elastic=2.0, width=1.5, ink=0.6, strokes=0.5)
+                        elastic=2.0, width=1.5, ink=0.6, strokes=0.5,
+                        nondigits=0.15)
 
 RECIPES: dict[str, TrainConfig] = {
     # The Keras tutorial: 784-100-10, Adam 1e-3, batch 32, 5 epochs, pixels / 255.
@@ -29,7 +30,7 @@ RECIPES: dict[str, TrainConfig] = {
     "cnn-fast": TrainConfig(model=CNN, epochs=10, batch_size=128, lr=3e-3, schedule="cosine",
                             warmup_epochs=1, augment=AUGMENT),
     # The CNN of cnn-fast trained for drawings: what `make run` serves (about 5 minutes on CPU).
-    "drawn": TrainConfig(model=CNN, epochs=15, batch_size=128, lr=3e-3, schedule="cosine",
+    "drawn": TrainConfig(model=CNN, epochs=20, batch_size=128, lr=3e-3, schedule="cosine",
                          warmup_epochs=1, augment=DRAWN_AUGMENT),
     # The same CNN, twice as wide and trained 3x longer: for a GPU, or ~half an hour of CPU.
     "cnn-best": TrainConfig(model=ModelConfig(kind="cnn", channels=(64, 128), kernels=(5, 3),

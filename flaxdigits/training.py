@@ -172,18 +172,23 @@ def create_model_and_optimizer(config: TrainConfig, steps_per_epoch: int = 1
 
 
 def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: tuple[jax.Array, jax.Array],
-               label_smoothing: float = 0.0) -> dict[str, jax.Array]:
+               label_smoothing: float = 0.0, nondigits: bool = False) -> dict[str, jax.Array]:
     """One optimizer step on a batch (pixels [B, 784] in 0..255, labels [B]), updating `model`
     and `optimizer` in place -> metrics. Call it under `nnx.jit`, or as `train` does.
 
-    The reported loss is the training loss, label smoothing included.
+    The reported loss is the training loss, label smoothing included. With `nondigits`, a label
+    of -1 marks a non-digit (a scribble, see `augment`), whose target is the uniform answer;
+    the reported accuracy is then over the digits.
     """
     x, y = batch
 
     def loss_fn(model):
         logits = model(x)
-        if label_smoothing:
-            targets = optax.smooth_labels(jax.nn.one_hot(y, 10), label_smoothing)
+        if label_smoothing or nondigits:
+            targets = jax.nn.one_hot(y, 10)  # all zeros for a label of -1...
+            if nondigits:
+                targets = targets + (y < 0)[:, None] / 10  # ...then uniform
+            targets = optax.smooth_labels(targets, label_smoothing)
             loss = optax.softmax_cross_entropy(logits, targets).mean()
         else:
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -191,7 +196,10 @@ def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch: tuple[jax.Arr
 
     (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
-    return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+    right = jnp.argmax(logits, -1) == y
+    if nondigits:
+        return {"loss": loss, "accuracy": jnp.sum(right) / jnp.maximum(jnp.sum(y >= 0), 1)}
+    return {"loss": loss, "accuracy": jnp.mean(right)}
 
 
 def eval_step(model: nnx.Module, batch: tuple[jax.Array, jax.Array]) -> dict[str, jax.Array]:
@@ -243,10 +251,9 @@ def epoch_batches(key: jax.Array, images: jax.Array, labels: jax.Array,
     order, keys = epoch_plan(key, images.shape[0], config.batch_size)
     if mesh is not None:
         order, keys = constrain((order, keys), replicated(mesh))
-    x = images[order]
+    x, y = images[order], labels[order]
     if config.augment.enabled:
-        x = augment_batches(keys, x, config.augment)
-    y = labels[order]
+        x, y = augment_batches(keys, x, y, config.augment)
     if mesh is not None:
         x = constrain(x, batch_sharding(mesh, 1, x.ndim))
         y = constrain(y, batch_sharding(mesh, 1, y.ndim))
@@ -258,7 +265,8 @@ def batch_step(graph: nnx.GraphDef, state: nnx.State, x: jax.Array, y: jax.Array
     """Pure: one step of the (model, optimizer) pair split as (graph, state) on the batch
     (x, y) -> (new state, metrics)."""
     model, optimizer = nnx.merge(graph, state)
-    metrics = train_step(model, optimizer, (x, y), config.label_smoothing)
+    metrics = train_step(model, optimizer, (x, y), config.label_smoothing,
+                         config.augment.nondigits > 0)
     return nnx.state((model, optimizer)), metrics
 
 

@@ -74,3 +74,24 @@ def mnist_copy(mnist_dir, tmp_path) -> Path:
     for name in IDX_FILES:
         shutil.copy(mnist_dir / f"{name}.gz", tmp_path / f"{name}.gz")
     return tmp_path
+
+
+# The drawn recipe, shortened to fit the test run (the full recipe's figures are in the README):
+# the browser test serves it, tests/test_drawn.py compares it with its affine-only twin.
+DRAWN_TEST_EPOCHS = 4
+
+
+def train_checkpoint(mnist: Mnist, folder: Path, name: str, recipe: str, **options) -> Path:
+    """Train recipe `recipe` with `options` on `mnist` and save it as `folder/name.ckpt`."""
+    from flaxdigits.checkpoints import save_result
+    from flaxdigits.recipes import resolve
+    from flaxdigits.training import train
+
+    return save_result(folder / f"{name}.ckpt", train(resolve(recipe, **options), mnist))
+
+
+@pytest.fixture(scope="session")
+def drawn_checkpoint(mnist, tmp_path_factory) -> Path:
+    """The drawn recipe trained for DRAWN_TEST_EPOCHS epochs on real MNIST."""
+    return train_checkpoint(mnist, tmp_path_factory.mktemp("drawn"), "drawn", "drawn",
+                            epochs=DRAWN_TEST_EPOCHS)

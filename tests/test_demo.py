@@ -13,7 +13,7 @@ from PIL import Image
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from flaxdigits import demo  # noqa: E402
+from flaxdigits import demo, ood  # noqa: E402
 from flaxdigits.bench import demo_load  # noqa: E402
 from flaxdigits.bench.demo_load import digit_png, load, serve  # noqa: E402
 from flaxdigits.checkpoints import save_result  # noqa: E402
@@ -130,16 +130,28 @@ def test_a_batch_of_requests_gets_each_its_own_answer(checkpoint, mnist, tmp_pat
     assert answers[0][0] and answers[1][0] and answers[4][0]
 
 
-# Strokes in [0, 1] coordinates of the drawing area, as a person would draw them.
+# Strokes in [0, 1] coordinates of the drawing area, as a person would draw them: the digit
+# each should read as, and its strokes (the European 1 and crossed 7 as in the OOD set).
 STROKES = {
-    "1": [[(0.5, 0.12), (0.5, 0.88)]],
-    "7": [[(0.22, 0.15), (0.78, 0.15)], [(0.78, 0.15), (0.42, 0.88)]],
-    "0": [[(0.5 + 0.2 * np.sin(t), 0.5 - 0.32 * np.cos(t)) for t in np.linspace(0, 6.4, 28)]],
+    "1": ("1", [[(0.5, 0.12), (0.5, 0.88)]]),
+    "7": ("7", [[(0.22, 0.15), (0.78, 0.15)], [(0.78, 0.15), (0.42, 0.88)]]),
+    "0": ("0", [[(0.5 + 0.2 * np.sin(t), 0.5 - 0.32 * np.cos(t))
+                 for t in np.linspace(0, 6.4, 28)]]),
+    "1-european": ("1", ood.GLYPHS["1-european"]),
+    "7-crossbar": ("7", ood.GLYPHS["7-crossbar"]),
 }
 
 
+@pytest.fixture(scope="module")
+def drawn_server(drawn_checkpoint):
+    """The demo serving the drawn recipe, as `make run` does."""
+    with serve(drawn_checkpoint, command=[sys.executable, str(ROOT / "demo" / "app.py")]) as url:
+        yield url
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM}")
-def test_browser_draws_digits_uploads_and_clears(server, mnist, tmp_path):
+def test_browser_draws_digits_uploads_and_clears(drawn_server, mnist, tmp_path):
+    server = drawn_server
     sync_api = pytest.importorskip("playwright.sync_api")
     shot = os.environ.get("FLAXDIGITS_DEMO_SCREENSHOT")
     with sync_api.sync_playwright() as p:
@@ -156,12 +168,12 @@ def test_browser_draws_digits_uploads_and_clears(server, mnist, tmp_path):
         page.wait_for_timeout(2000)  # the page script selects the brush
         label = page.locator('#label [data-testid="label-output-value"]')
 
-        def draw(digit):
+        def draw(name):
             box = canvas.bounding_box()
             side = min(box["width"], box["height"]) * 0.8  # inside the white drawing area
             x0 = box["x"] + (box["width"] - side) / 2
             y0 = box["y"] + (box["height"] - side) / 2
-            for stroke in STROKES[digit]:
+            for stroke in STROKES[name][1]:
                 page.mouse.move(x0 + stroke[0][0] * side, y0 + stroke[0][1] * side)
                 page.mouse.down()
                 for a, b in stroke[1:]:
@@ -188,9 +200,11 @@ def test_browser_draws_digits_uploads_and_clears(server, mnist, tmp_path):
                 page.wait_for_timeout(250)
             return label.first.inner_text().strip() if label.count() else None
 
-        for digit in STROKES:
-            draw(digit)
-            assert predicted(digit) == digit
+        for name, (digit, _) in STROKES.items():
+            draw(name)
+            assert predicted(digit) == digit, name
+            # A sure answer, not "a 1 or a 7?" (the status is rendered Markdown: no asterisks).
+            assert f"Looks like a {digit}" in status.inner_text(), (name, status.inner_text())
             clear()
         draw("7")  # after a clear, the brush is still selected and drawing still works
         assert predicted("7") == "7"
