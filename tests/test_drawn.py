@@ -45,9 +45,11 @@ def test_scribbles_and_letters_get_unsure_answers_digits_sure_ones(reports):
     assert drawn["nondigits_sure"] <= 0.35
     # ...while most digits still get a sure answer, and those are right.
     assert drawn["digits_sure"] >= 0.8 and drawn["sure_right"] >= 0.98
-    scribbles = (split.variants == ood.SCRIBBLE)
-    said = [verdict(p) for p in out["drawn"]["probabilities"][scribbles]]
-    assert np.mean([s.startswith("**Not sure**") for s in said]) >= 0.7
+    # Scribbles in particular: the demo says "not sure" of most, and of far more than the twin.
+    scribbles = split.variants == ood.SCRIBBLE
+    unsure = {name: np.mean([verdict(p).startswith("**Not sure**")
+                             for p in out[name]["probabilities"][scribbles]]) for name in out}
+    assert unsure["drawn"] >= 0.5 and unsure["drawn"] >= unsure["twin"] + 0.2, unsure
 
 
 def test_judge_names_one_digit_two_or_none():
