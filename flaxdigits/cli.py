@@ -202,15 +202,25 @@ def cmd_train(args) -> dict[str, Any] | None:
 
     if args.devices is not None and args.devices < 1:
         raise InputError(f"--devices must be at least 1, got {args.devices}")
-    resume = None
     if args.resume:
-        given = _given(args)
         clash = ["--recipe"] * bool(args.recipe) + [
             _flag(f) for f, _ in cli_options()
-            if f.name not in ("epochs", "ensemble") and f.name in given]
+            if f.name not in ("epochs", "ensemble") and f.name in _given(args)]
         if clash:
             raise InputError(f"--resume continues the saved recipe; only --epochs may change, "
                              f"not {' '.join(clash)}")
+    else:
+        config = resolve(args.recipe, **_given(args))
+    # Before anything computes with JAX (loading a checkpoint does): the distributed runtime
+    # must be up before the backend starts.
+    processes = _start_processes(args)
+    import jax
+
+    from flaxdigits import parallel
+    from flaxdigits.training import train
+
+    resume, out = None, args.out
+    if args.resume:
         resume = load_result(args.resume)
         config = resume.config
         if args.ensemble is not None and args.ensemble != config.ensemble:
@@ -224,14 +234,6 @@ def cmd_train(args) -> dict[str, Any] | None:
             raise InputError(f"nothing to train: {args.resume} already has "
                              f"{len(resume.history)} epochs (raise --epochs)")
         out = args.out or args.resume
-    else:
-        config, out = resolve(args.recipe, **_given(args)), args.out
-    processes = _start_processes(args)
-    import jax
-
-    from flaxdigits import parallel
-    from flaxdigits.training import train
-
     primary = parallel.is_primary()
     out = out if primary else None  # process 0 alone writes the checkpoint
     data = _load(args)
