@@ -145,6 +145,10 @@ class TrainConfig:
     ensemble: int = option(1, "models trained together as one vmapped program, seeds seed .. "
                            "seed+K-1, each as its own single run; predictions average their "
                            "probabilities", metavar="K")
+    ensemble_loop: str = option("auto", "how an ensemble's members step together in the "
+                                "compiled epoch: vmap (batched matmuls: for GPUs and TPUs), "
+                                "map (one member after another); auto: measured best per model "
+                                "and backend", choices=("auto", "vmap", "map"))
 
     def __post_init__(self):
         if isinstance(self.augment, Mapping):  # as read back from a checkpoint
@@ -154,7 +158,7 @@ class TrainConfig:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise InputError(f"lr must be positive, got {self.lr}")
-        for name in ("schedule", "loop", "compute_dtype"):
+        for name in ("schedule", "loop", "compute_dtype", "ensemble_loop"):
             _check_choice(self, name)
         if not (self.warmup_epochs >= 0 and self.weight_decay >= 0
                 and 0 <= self.label_smoothing < 1):

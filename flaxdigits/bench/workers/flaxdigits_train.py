@@ -14,7 +14,8 @@ from flax import nnx  # noqa: E402
 from flaxdigits.config import ModelConfig, TrainConfig  # noqa: E402
 from flaxdigits.models import conv_impl  # noqa: E402
 from flaxdigits.training import (create_model_and_optimizer,  # noqa: E402
-                                 enable_compilation_cache, resolve_loop, train, train_step)
+                                 enable_compilation_cache, resolve_ensemble_loop, resolve_loop,
+                                 train, train_step)
 
 if args.cache:
     enable_compilation_cache(args.cache)
@@ -45,6 +46,7 @@ common.report({
     "unroll": config.unroll,
     "compute_dtype": config.compute_dtype,
     "ensemble": config.ensemble,
+    "ensemble_loop": resolve_ensemble_loop(config) if config.ensemble > 1 else None,
     "samples_per_epoch": (len(data.train_images) // config.batch_size) * config.batch_size
     * config.ensemble,
     "epoch_seconds": [h["seconds"] for h in result.history],
