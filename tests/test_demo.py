@@ -98,13 +98,20 @@ def test_load_50_clients_5_predictions_each(server, checkpoint, mnist, tmp_path)
 
 
 def test_load_comparison_serves_both_apps_in_one_run(checkpoint, mnist_dir, capsys):
+    # A third app, given as a command (as an older checkout would be), joins the same run.
+    again = f"{sys.executable} -m flaxdigits.demo --no-batch"
     report = demo_load.main(["--model", str(checkpoint), "--clients", "6", "--uploads", "2",
-                             "--data-dir", str(mnist_dir)])
-    assert set(report["apps"]) == {"unbatched", "batched"}
+                             "--data-dir", str(mnist_dir), "--app", f"again={again}"])
+    assert list(report["apps"]) == ["again", "unbatched", "batched"]
     for app in report["apps"].values():
         assert app["requests"] == 12 and app["wrong_or_failed"] == 0, app["problems"]
         assert 0 < app["p50_ms"] <= app["p95_ms"] <= app["max_ms"]
-    assert "| batched | 12 | 0 |" in capsys.readouterr().out
+        assert app["p95_after_first_ms"] <= app["max_ms"]
+        if sys.platform == "linux":  # read from /proc
+            assert app["server_cpu_ms_per_request"] > 0
+    assert set(report["p95_over_batched"]) == {"again", "unbatched"}
+    out = capsys.readouterr().out
+    assert "| batched | 12 | 0 |" in out and "p95 unbatched / batched: " in out
 
 
 def test_a_batch_of_requests_gets_each_its_own_answer(checkpoint, mnist, tmp_path):
