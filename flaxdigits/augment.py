@@ -99,11 +99,17 @@ def transform(u: jax.Array, images: jax.Array, aug: Augment,
     grid = jnp.stack([yy, xx], -1).reshape(1, 784, 2) - c - shift[:, None, :]
     src = jnp.einsum("bij,bpj->bpi", inv, grid) + c  # [B, 784, (y, x)]
     if aug.elastic:
+        # Cubic upsampling of the GRID x GRID field as two small matmuls (what
+        # `jax.image.resize(field, (b, 28, 28, 2), "cubic")` computes, ~10x faster on CPU).
+        up = jax.image.resize(jnp.eye(GRID), (28, GRID), "cubic")  # [28, GRID]: one column a knot
         field = e[:, WARP:WALK].reshape(b, GRID, GRID, 2) * aug.elastic
-        src = src + jax.image.resize(field, (b, 28, 28, 2), "cubic").reshape(b, 784, 2)
+        src = src + jnp.einsum("yi,bijc,xj->byxc", up, field, up).reshape(b, 784, 2)
     # Bilinear weights sum to 1 up to rounding: clip so that pixels stay within 0..255.
     x = jnp.clip(jax.vmap(_bilinear)(x, src).reshape(b, 28, 28), 0.0, 255.0)
     if aug.width:
+        # Materialise the resampled images: the pen reads every pixel ~10 times, and XLA:CPU
+        # fused the resampling's gathers into each read (3.5x slower augmentation).
+        x = jax.lax.optimization_barrier(x)
         x = _pen(x, aug.width * e[:, 1])
     if aug.ink:
         # Contrast about mid-grey: 1 leaves the ink as it is, large values binarise it.
