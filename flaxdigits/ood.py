@@ -661,10 +661,11 @@ def calibration_markdown(probs: np.ndarray, labels: np.ndarray,
     for sure in sorted({*sures, SURE}):
         c = calibration(probs, labels, sure, pair)
         mark = " *" if sure == SURE and pair == PAIR else ""
-        lines.append(f"| {sure:.2f}{mark} | {c['digits_sure']:.1%} | {c['sure_right']:.1%} | "
-                     f"{c['digits_wrong_and_sure']:.1%} | {c['digits_pair']:.1%} | "
-                     f"{c['pair_holds_digit']:.1%} | {c['digits_unsure']:.1%} | "
-                     f"{c['nondigits_sure']:.1%} |")
+        cells = [c[k] for k in ("digits_sure", "sure_right", "digits_wrong_and_sure",
+                                "digits_pair", "pair_holds_digit", "digits_unsure",
+                                "nondigits_sure")]
+        lines.append(f"| {sure:.2f}{mark} | " + " | ".join(
+            "-" if np.isnan(v) else f"{v:.1%}" for v in cells) + " |")  # nan: none of them
     return "\n".join(lines)
 
 
