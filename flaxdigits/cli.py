@@ -66,6 +66,8 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
                 kw["action"] = argparse.BooleanOptionalAction
         else:
             kw.update(type=type(default), choices=f.metadata["choices"])
+            if f.metadata["metavar"]:
+                kw["metavar"] = f.metadata["metavar"]
         p.add_argument(flag, **kw)
 
 

@@ -142,7 +142,7 @@ class TrainConfig:
     compute_dtype: str = option("float32", "dtype of the training matmuls; parameters, Adam "
                                 "and evaluation stay float32 (bfloat16 is for GPUs and TPUs, "
                                 "slower on CPU)", choices=("float32", "bfloat16"))
-    ensemble: int = option(1, "models trained together as one vmapped program, seeds seed .. "
+    ensemble: int = option(1, "models trained together by one compiled program, seeds seed .. "
                            "seed+K-1, each as its own single run; predictions average their "
                            "probabilities", metavar="K")
     ensemble_loop: str = option("auto", "how an ensemble's members step together in the "
