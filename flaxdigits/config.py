@@ -147,8 +147,8 @@ class TrainConfig:
                            "probabilities", metavar="K")
     ensemble_loop: str = option("auto", "how an ensemble's members step together in the "
                                 "compiled epoch: vmap (batched matmuls: for GPUs and TPUs), "
-                                "map (one member after another); auto: measured best per model "
-                                "and backend", choices=("auto", "vmap", "map"))
+                                "map (one member after another); auto: map on CPU, vmap "
+                                "elsewhere", choices=("auto", "vmap", "map"))
 
     def __post_init__(self):
         if isinstance(self.augment, Mapping):  # as read back from a checkpoint
