@@ -29,7 +29,7 @@ RECIPES: dict[str, TrainConfig] = {
     # A strided CNN sized to train in under 5 minutes on a 2-core CPU.
     "cnn-fast": TrainConfig(model=CNN, epochs=10, batch_size=128, lr=3e-3, schedule="cosine",
                             warmup_epochs=1, augment=AUGMENT),
-    # The CNN of cnn-fast trained for drawings: what `make run` serves (about 5 minutes on CPU).
+    # The CNN of cnn-fast trained for drawings: what `make run` serves (README: its time on CPU).
     "drawn": TrainConfig(model=CNN, epochs=20, batch_size=128, lr=3e-3, schedule="cosine",
                          warmup_epochs=1, augment=DRAWN_AUGMENT),
     # The same CNN, twice as wide and trained 3x longer: for a GPU, or ~half an hour of CPU.
