@@ -206,8 +206,8 @@ def launch(model_paths: list[str] | None = None, port: int = 7860, block: bool =
     gradio()  # a missing gradio is reported before any model is loaded
     paths = [Path(p) for p in model_paths] if model_paths else find_checkpoints(DEFAULT_MODEL_DIR)
     if not paths:
-        raise FlaxdigitsError(f"no models to serve: train one first (flaxdigits train --out "
-                              f"{DEFAULT_MODEL_DIR}/mlp.ckpt) or pass --model PATH")
+        raise FlaxdigitsError(f"no models to serve: train one first (flaxdigits train --recipe "
+                              f"drawn --out {DEFAULT_MODEL_DIR}/drawn.ckpt) or pass --model PATH")
     for p in paths:
         Classifier.load(p)  # fail now, with the checkpoint's own message, not at first stroke
     models = Models(paths)

@@ -40,7 +40,7 @@ from flaxdigits.errors import InputError
 from flaxdigits.inference import Classifier, evaluate_pixels
 from flaxdigits.models import build_model, conv_impl
 from flaxdigits.parallel import (batch_sharding, check_batch, constrain, data_mesh, local,
-                                 mesh_size, replicate, replicated)
+                                 replicate, replicated)
 from flaxdigits.paths import cache_dir
 
 
