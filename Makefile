@@ -3,7 +3,7 @@
 #               people's drawings) if there is none, evaluate it, then serve the sketchpad demo
 #               on http://127.0.0.1:7860
 #   make test   set up .venv with the test tools and run the whole test suite
-#               (make test-fast: the synthetic-data tier alone, in seconds)
+#               (make test-fast: the synthetic-data tier alone, ~2.5 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
