@@ -219,16 +219,15 @@ def cmd_train(args) -> dict[str, Any] | None:
     import jax
 
     from flaxdigits import parallel
-    from flaxdigits.training import train
+    from flaxdigits.training import describe_members, train
 
     resume, out = None, args.out
     if args.resume:
         resume = load_result(args.resume)
         config = resume.config
         if args.ensemble is not None and args.ensemble != config.ensemble:
-            saved = ("a single model" if config.ensemble == 1
-                     else f"an ensemble of {config.ensemble}")
-            raise InputError(f"{args.resume} holds {saved}; --resume continues it as it is, "
+            raise InputError(f"{args.resume} holds {describe_members(config.ensemble)}; "
+                             f"--resume continues it as it is, "
                              f"so --ensemble {args.ensemble} cannot apply (train afresh)")
         if args.epochs is not None:
             config = dataclasses.replace(config, epochs=args.epochs)

@@ -412,8 +412,9 @@ def train(config: TrainConfig, data: Mnist,
     if n < config.batch_size:
         raise InputError(f"batch size {config.batch_size} exceeds the {n} training examples")
     if resume is not None and resume.config.ensemble != config.ensemble:
-        raise InputError(f"cannot resume {_describe(resume.config.ensemble)} as "
-                         f"{_describe(config.ensemble)}: resume it as saved, or train afresh")
+        raise InputError(f"cannot resume {describe_members(resume.config.ensemble)} as "
+                         f"{describe_members(config.ensemble)}: resume it as saved, or train "
+                         f"afresh")
     mesh = data_mesh(devices)
     check_batch(config.batch_size, mesh)
     if mesh is None:
@@ -481,7 +482,8 @@ def train(config: TrainConfig, data: Mnist,
     return TrainResult(config, model, optimizer, history, compile_seconds)
 
 
-def _describe(members: int) -> str:
+def describe_members(members: int) -> str:
+    """How messages name a run of `members` models: a single model, or an ensemble of K."""
     return "a single model" if members == 1 else f"an ensemble of {members}"
 
 
