@@ -22,7 +22,7 @@ per image and per 1,000 images in JAX and, where TensorFlow and ai-edge-litert a
 LiteRT (one thread, batch 1, every quantization). Needs only the core install: without the
 `keras`, `torch`, `export` or `litert` extras those parts say they were skipped, and the plot
 needs the `report` extra. `--ensembles K ...` adds rows of K seed-recipe MLPs trained at once
-(one vmapped program): model-samples/s (K per image) and its ratio to K separate runs.
+(one compiled program): model-samples/s (K per image) and its ratio to K separate runs.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
 def ensemble_rows(data_dir: str, ensembles: list[int], batch_sizes: list[int], epochs: int,
                   n_train: int | None, repeats: int, unroll: int = 1,
                   compute_dtype: str = "float32") -> list[dict[str, Any]]:
-    """K seed-recipe MLPs trained at once (one vmapped program) for each K and batch size, each
+    """K seed-recipe MLPs trained at once (one compiled program) for each K and batch size, each
     in a fresh process, round robin over `repeats`: model-samples/s (K per image), and its
     ratio to K separate runs, that is to one model's samples/s (the K = 1 row)."""
     keys = [(batch, k) for batch in batch_sizes for k in sorted(set([1, *ensembles]))]
@@ -488,7 +488,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--recipe", default="cnn-fast", help="the recipe for --time-to "
                     "(default: cnn-fast)")
     ap.add_argument("--ensembles", type=int, nargs="+", default=[], metavar="K",
-                    help="also train K seed-recipe MLPs at once (one vmapped program) for each "
+                    help="also train K seed-recipe MLPs at once (one compiled program) for each "
                     "K, e.g. 1 4 16, at each --batch-sizes: model-samples/s and the ratio to K "
                     "separate runs (default: none)")
     ap.add_argument("--no-training", dest="training", action="store_false",

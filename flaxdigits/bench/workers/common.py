@@ -38,7 +38,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--compile", action="store_true", help="PyTorch: torch.compile the model")
     ap.add_argument("--conv", default="auto", help="flaxdigits CNN: the convolution path")
     ap.add_argument("--ensemble", type=int, default=1, help="flaxdigits: K models (seeds "
-                    "0..K-1) in one vmapped program")
+                    "0..K-1) in one compiled program")
     return ap.parse_args()
 
 

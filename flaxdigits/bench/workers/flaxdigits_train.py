@@ -1,5 +1,5 @@
 """flaxdigits worker: the library's own training loop (`train`), cold start included; with
---ensemble K, K seed models in one vmapped program (samples are then model-samples: K per
+--ensemble K, K seed models in one compiled program (samples are then model-samples: K per
 image)."""
 
 from flaxdigits.bench.workers import common
