@@ -1,11 +1,20 @@
 """Smoke runs of the benchmark runner on a small subset: no timing assertions."""
 
+import dataclasses
 import json
+import math
 
+import jax
+import jax.numpy as jnp
+import optax
 import pytest
+from flax import nnx
 
+from flaxdigits.bench import ceiling
 from flaxdigits.bench import runner as bench
 from flaxdigits.cli import main as cli
+from flaxdigits.models import build_model
+from flaxdigits.recipes import CNN
 
 SMALL = ["--n-train", "2048", "--epochs", "2", "--batch-sizes", "256", "--starts", "1"]
 
@@ -63,7 +72,7 @@ def test_cnn_rows_have_keras_all_torch_variants_and_the_conv_op(mnist_dir, no_to
                          "--no-inference"])
     rows = {r["framework"]: r for r in report["training"]}
     assert set(rows) == {"flaxdigits", "lax-conv", "keras", "torch", "torch-cl",
-                         "torch-compile"}  # no ceiling for the CNN
+                         "torch-compile", "ceiling"}
     ours, lax = rows["flaxdigits"], rows["lax-conv"]
     assert (ours["loop"], ours["conv"]) == ("scan", "im2col")
     assert ours["samples_per_second_median"] > 0
@@ -72,6 +81,49 @@ def test_cnn_rows_have_keras_all_torch_variants_and_the_conv_op(mnist_dir, no_to
     assert rows["keras"]["test_accuracy"] > 0.5  # the Keras CNN did learn
     for name in ("torch", "torch-cl", "torch-compile"):
         assert "torch" in rows[name]["missing"]
+    ceiling = rows["ceiling"]
+    assert ceiling["test_accuracy"] is None and ceiling["flaxdigits_ratio"] > 0
+
+
+def _dot_flops(jaxpr) -> int:
+    """Multiply-adds x 2 of every matrix product in `jaxpr`, sub-programs included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            k = math.prod(eqn.invars[0].aval.shape[d] for d in contract)
+            total += 2 * k * math.prod(eqn.outvars[0].aval.shape)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else [value]:
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    total += _dot_flops(sub)
+    return total
+
+
+@pytest.mark.parametrize("batch", [32, 128])
+def test_cnn_ceiling_does_the_im2col_steps_matmuls(batch):
+    # The ceiling row is fair only if it multiplies exactly what the real step multiplies.
+    config = dataclasses.replace(CNN, conv="im2col")
+    graph, params = nnx.split(build_model(config, rngs=nnx.Rngs(0)), nnx.Param)
+
+    def loss(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graph, p)(x), y).mean()
+
+    x, y = jnp.zeros((batch, 28, 28), jnp.uint8), jnp.zeros((batch,), jnp.int32)
+    real = _dot_flops(jax.make_jaxpr(jax.grad(loss))(params, x, y).jaxpr)
+    weights = ceiling.cnn_weights(CNN, jax.random.key(0))
+    rows, cols = ceiling.cnn_shapes(CNN)[0]
+    patches = jax.random.uniform(jax.random.key(1), (batch * rows, cols))
+    grads = ceiling.cnn_ceiling_grads(weights, patches, CNN)
+    assert [g.shape for g in grads] == [w.shape for w in weights]
+    stand_in = jax.make_jaxpr(lambda w, p: ceiling.cnn_ceiling_grads(w, p, CNN))(weights, patches)
+    assert _dot_flops(stand_in.jaxpr) == real
+    # and none of them is dead code XLA could drop: the first kernel's gradient comes through
+    # the second layer's input gradient, the last product of the backward pass
+    moved = ceiling.cnn_ceiling_grads([weights[0], 2 * weights[1], *weights[2:]], patches, CNN)
+    assert not jnp.allclose(moved[0], grads[0])
+    assert real > 8e6 * batch  # ~8.5 MFLOP an image: the count saw the convolutions
 
 
 def test_runner_needs_the_data_folder(monkeypatch, capsys):

@@ -30,19 +30,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from flaxdigits.bench.ceiling import ceiling_grads
 from flaxdigits.config import TrainConfig
 from flaxdigits.data import load_idx
 from flaxdigits.training import (batch_step, compile_lowered, compiler_options,
                                  create_model_and_optimizer, epoch_batches, prng_key)
-
-
-def ceiling_grads(w1: jax.Array, w2: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The matmul-only stand-in for a 784-100-10 step's weight gradients on pixels `x` [B, 784]:
-    its forward and backward matmuls and nothing else (the `ceiling` row of the benchmark)."""
-    x = x.astype(w1.dtype)
-    h = x @ w1
-    g = h @ w2  # standing in for the logits' gradient
-    return x.T @ (g @ w2.T), h.T @ g
 
 
 def _matmuls(params, x, y):

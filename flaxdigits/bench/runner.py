@@ -63,7 +63,7 @@ FRAMEWORKS = {"flaxdigits": ("flaxdigits_train", [], ("mlp", "cnn")),
               "torch": ("torch_peer", [], ("mlp", "cnn")),
               "torch-cl": ("torch_peer", ["--channels-last"], ("cnn",)),
               "torch-compile": ("torch_peer", ["--compile"], ("cnn",)),
-              "ceiling": ("matmul_ceiling", [], ("mlp",))}
+              "ceiling": ("matmul_ceiling", [], ("mlp", "cnn"))}
 PEERS = [f for f in FRAMEWORKS if f != "flaxdigits"]
 INSTALL = {"keras": "pip install 'flaxdigits[keras]'", "torch": "pip install 'flaxdigits[torch]'",
            "torch-cl": "pip install 'flaxdigits[torch]'",
