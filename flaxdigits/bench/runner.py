@@ -16,7 +16,8 @@ or tracing, start -> first step times the process from launch to its first finis
 step, and peak memory is the process's peak RSS (and the device's peak on a GPU). The peers are
 optional: a framework that is not installed is reported in the table, not crashed on. Rows show
 flaxdigits / peer ratios, since absolute times drift on shared machines. The ceiling row is no
-framework: an epoch of only the MLP's matmuls, the most this hardware allows any loop, so
+framework: an epoch of only the step's matmuls (the MLP's, or the CNN's at im2col's shapes;
+flaxdigits.bench.ceiling), the most this hardware allows any loop built on them, so
 flaxdigits / ceiling is the share of the machine the library uses. Then it times inference
 per image and per 1,000 images in JAX and, where TensorFlow and ai-edge-litert are installed, in
 LiteRT (one thread, batch 1, every quantization). Needs only the core install: without the
@@ -459,7 +460,7 @@ def parser() -> argparse.ArgumentParser:
                     help="what to compare with (default: all): the Keras and PyTorch peers "
                     "(MLP and CNN), PyTorch's channels_last and compiled CNNs (torch-cl, "
                     "torch-compile), flaxdigits' CNN through XLA's conv op (lax-conv), and the "
-                    "ceiling, an epoch of only the MLP's matmuls; torch also adds PyTorch's "
+                    "ceiling, an epoch of only the step's matmuls; torch also adds PyTorch's "
                     "--time-to")
     ap.add_argument("--epochs", type=int, help="epochs per row: the first is reported apart, "
                     "the rest are steady state (default: 4; --quick: 2)")
