@@ -42,6 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
+from flaxdigits.bench import median_known
 from flaxdigits.data import load_idx
 from flaxdigits.errors import need
 from flaxdigits.inference import Classifier
@@ -177,11 +178,6 @@ def load(url: str, model_name: str, files: list[tuple[Path, int]], clients: int,
             "client_cpu_ms_per_request": 1000 * own / n}
 
 
-def _median(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known else None
-
-
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One app over several rounds: counts summed, timings the median of the rounds'."""
     out: dict[str, Any] = {"rounds": len(runs),
@@ -190,7 +186,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                            "problems": [p for r in runs for p in r["problems"]][:5]}
     for key in runs[0]:
         if key not in out:
-            out[key] = _median([r[key] for r in runs])
+            out[key] = median_known([r[key] for r in runs])
     return out
 
 
@@ -270,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "gradio": gradio.__version__, "rounds": rounds,
         "apps": {name: _summary([r[name] for r in rounds]) for name in names},
         # Per round, then the median: apps of one round met the same machine load.
-        "p95_over_batched": {name: _median([r[name]["p95_ms"] / r["batched"]["p95_ms"]
+        "p95_over_batched": {name: median_known([r[name]["p95_ms"] / r["batched"]["p95_ms"]
                                             for r in rounds])
                              for name in names if name != "batched"},
     }

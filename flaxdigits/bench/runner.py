@@ -47,6 +47,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from flaxdigits.bench import median_known
 from flaxdigits.config import ModelConfig, TrainConfig, choices
 from flaxdigits.data import load_idx
 from flaxdigits.errors import need
@@ -190,18 +191,13 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         samples_per_second_median=statistics.median(steady),
         samples_per_second_min=min(steady), samples_per_second_max=max(steady),
         first_epoch_seconds=statistics.median(r["first_epoch_seconds"] for r in runs),
-        first_step_seconds=_median(r["first_step_seconds"] for r in runs),
+        first_step_seconds=median_known(r["first_step_seconds"] for r in runs),
         peak_rss_mb=max(r["peak_rss_mb"] for r in runs),
-        test_accuracy=_median(r["test_accuracy"] for r in runs),
+        # None for a measure the worker does not take (the ceiling's accuracy)
+        test_accuracy=median_known(r["test_accuracy"] for r in runs),
         runs=[{k: r[k] for k in ("epoch_seconds", "samples_per_second", "first_step_seconds",
                                  "first_epoch_seconds", "test_accuracy")} for r in runs])
     return row
-
-
-def _median(values) -> float | None:
-    """The median, or None for a measure the worker does not take (the ceiling's accuracy)."""
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
