@@ -36,8 +36,9 @@ def cnn_shapes(config: ModelConfig) -> list[tuple[int, int]]:
 
 def cnn_weights(config: ModelConfig, key: jax.Array) -> list[jax.Array]:
     """Random stand-ins for `config`'s CNN kernels (as matrices) and dense weights, in order."""
-    shapes = [(cols, width) for (_, cols), width in zip(cnn_shapes(config), config.channels)]
-    features = cnn_shapes(config)[-1][0] * config.channels[-1]
+    patches = cnn_shapes(config)
+    shapes = [(cols, width) for (_, cols), width in zip(patches, config.channels)]
+    features = patches[-1][0] * config.channels[-1]
     shapes += [(features, config.dense), (config.dense, 10)] if config.dense else [
         (features, 10)]
     keys = jax.random.split(key, len(shapes))
