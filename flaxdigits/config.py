@@ -47,7 +47,7 @@ class Augment:
     shift: float = 0.0  # pixels
     aspect: float = 0.0  # width over height changes by a factor of up to exp(2 * aspect)
     elastic: float = 0.0  # pixels: largest displacement of a smooth random warp
-    width: float = 0.0  # pixels: strokes thicken by up to this much, or thin (half an erosion)
+    width: float = 0.0  # pixels: strokes thicken by up to this much, or thin (up to a pixel)
     ink: float = 0.0  # 0..1: how far the ink may be pushed towards hard, binarised edges
     strokes: float = 0.0  # probability that a 1 gets a European flag (and foot), a 7 a crossbar
     nondigits: float = 0.0  # share of each batch replaced by scribbles that teach "no digit"

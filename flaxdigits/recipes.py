@@ -17,7 +17,7 @@ CNN = ModelConfig(kind="cnn", channels=(32, 64), kernels=(5, 3), dense=128)
 # Digits as people draw them in the sketchpad (see flaxdigits.augment): the usual affine range a
 # little wider, plus aspect, a smooth warp, thin to thick pens, hard ink, flags, feet, crossbars.
 DRAWN_AUGMENT = Augment(rotate=15.0, scale=0.12, shear=15.0, shift=2.0, aspect=0.25,
-                        elastic=2.0, width=1.5, ink=0.6, strokes=0.5,
+                        elastic=2.0, width=1.0, ink=0.6, strokes=0.5,
                         nondigits=0.1)
 
 RECIPES: dict[str, TrainConfig] = {

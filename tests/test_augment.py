@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from flaxdigits.augment import AFFINE, affine, draws
+from flaxdigits.augment import AFFINE, EXTRA, PEN, affine, draws, transform
 from flaxdigits.config import DEFAULT_AUGMENT as DEFAULT
 from flaxdigits.config import Augment, TrainConfig
 from flaxdigits.errors import InputError
@@ -112,6 +112,39 @@ def test_width_thickens_or_thins_the_pen_and_keeps_full_strength(digits):
     assert (ink_out[thinner] <= ink_in[thinner]).all()
     assert (ink_out[thinner] < ink_in[thinner]).any()
     np.testing.assert_allclose(out.max((1, 2)), 255, rtol=1e-5)  # faint pens back to full ink
+
+
+def _numbers(n, **at):
+    """`transform`'s numbers for n images: all 0 (no change) but the drawing-style ones named
+    in `at` (index after AFFINE -> value)."""
+    u = np.zeros((n, AFFINE + EXTRA), np.float32)
+    for i, v in at.items():
+        u[:, AFFINE + int(i)] = v
+    return u
+
+
+def test_the_thinnest_pen_takes_a_pixel_off_each_stroke_and_breaks_none():
+    # A fine pen through `to_mnist` draws strokes a pixel or two wide; MNIST's are 2-4.
+    lines = np.stack([_stroke_image([(4, 13), (23, 13)]),  # 2 px wide
+                      np.maximum(_stroke_image([(4, 13), (23, 13)]),
+                                 _stroke_image([(4, 14), (23, 14)]))])  # 3 px wide
+    out = np.asarray(transform(_numbers(2, **{"1": -1.0}), lines, Augment(width=1.0)))
+    rows = slice(5, 23)
+    np.testing.assert_array_equal((out[:, rows] > 96).sum(2), (lines[:, rows] > 96).sum(2) - 1)
+    assert (out[:, rows].max(2) == 255).all()  # every row keeps full ink: the line is whole
+    half = np.asarray(transform(_numbers(2, **{"1": -0.5}), lines, Augment(width=1.0)))
+    assert ((half > 0) & (half < 255)).any() and (half >= out).all()  # in between
+
+
+def test_flags_and_crossbars_come_in_thin_and_thick_pens():
+    one = _stroke_image([(4, 14), (23, 14)])
+    added = []
+    for pen in (-1.0, 1.0):
+        u = _numbers(1, **{"3": -1.0, "4": 1.0, str(PEN): pen})  # a flag, no foot
+        added.append(np.asarray(transform(u, one[None], Augment(strokes=1.0), np.array([1])))[0]
+                     - one)
+    fine, full = ((a > 96).sum() for a in added)
+    assert 0 < fine <= 0.6 * full, (fine, full)
 
 
 def test_the_drawn_recipe_keeps_pixels_in_range_and_changes_every_image(digits):
