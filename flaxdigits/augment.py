@@ -125,8 +125,8 @@ def transform(u: jax.Array, images: jax.Array, aug: Augment,
 def _pen(x: jax.Array, u: jax.Array, width: float) -> jax.Array:
     """Strokes of `x` [B, 28, 28] thickened by `width * u` pixels where `u` [B] > 0 (grey
     dilation, blended between whole steps), or by a one-pixel erosion (blended, for `u` above
-    -2/3) where `u` < 0, then brought back to full strength (thin pens come out of `to_mnist` faint;
-    MNIST's ink always reaches 255)."""
+    -2/3) where `u` < 0, then brought back to full strength (thin pens come out of `to_mnist`
+    faint; MNIST's ink always reaches 255)."""
     # Shifted copies, not `lax.reduce_window`, which ran ~3x slower on XLA:CPU.
     def dilate(a):  # 3x3: the maximum over rows, then over columns (ink is >= 0: pad with 0)
         p = jnp.pad(a, ((0, 0), (1, 1), (0, 0)))
@@ -178,9 +178,9 @@ def _add_strokes(x: jax.Array, labels: jax.Array, e: jax.Array, p: float) -> jax
     # 20-60 degrees below horizontal.
     length = 9.0 + 3.0 * e[:, 5]
     angle = jnp.deg2rad(40.0 + 20.0 * e[:, 6])
-    # Full ink within 0.4-1.2 px of the line: a fine pen's stroke to MNIST's. With flags always
-    # as heavy as MNIST's strokes, a lighter flag still said 7: the OOD dev split's flagged 1s
-    # were read as 7s 13 times in 50, 6 times with these pens (docs/ood.md).
+    # Full ink within 0.4-1.2 px of the line: a fine pen's stroke to MNIST's. Flags only ever
+    # as heavy as MNIST's strokes left light ones reading as 7s: the OOD dev split's flagged 1s
+    # were read as 7s 13 times in 50, and 6 times with these pens (docs/ood.md).
     pen = 0.8 + 0.4 * e[:, PEN]
     xt = centre(top)
     flag_ink = _segment(top, xt, top + length * jnp.sin(angle), xt - length * jnp.cos(angle), pen)
