@@ -77,6 +77,16 @@ def im2col_conv(x: jnp.ndarray, kernel: jnp.ndarray, bias: jnp.ndarray,
 STRIDE = 2  # of every CNN convolution
 
 
+def conv_sides(layers: int, side: int = 28) -> list[int]:
+    """The output side of each of `layers` stacked stride-STRIDE convolutions with "SAME"
+    padding on a `side` x `side` image: ceil(side / STRIDE), layer after layer."""
+    sides = []
+    for _ in range(layers):
+        side = -(-side // STRIDE)
+        sides.append(side)
+    return sides
+
+
 class CNN(nnx.Module):
     """[conv k x k, stride 2 -> ReLU] per width in `channels`, then dense -> 10 logits.
 
@@ -93,9 +103,7 @@ class CNN(nnx.Module):
         self.convs = nnx.List([
             nnx.Conv(a, b, (k, k), strides=STRIDE, dtype=dtype, rngs=rngs)
             for a, b, k in zip(widths, widths[1:], kernels)])
-        side = 28
-        for _ in channels:  # "SAME" padding at stride 2: ceil(side / 2)
-            side = -(-side // 2)
+        side = conv_sides(len(channels))[-1]
         features = side * side * channels[-1]
         self.dense = nnx.Linear(features, dense, dtype=dtype, rngs=rngs) if dense else None
         self.out = nnx.Linear(dense or features, 10, dtype=dtype, rngs=rngs)

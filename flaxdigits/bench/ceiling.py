@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from flaxdigits.config import ModelConfig
-from flaxdigits.models import STRIDE
+from flaxdigits.models import conv_sides
 
 
 def ceiling_grads(w1: jax.Array, w2: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -26,12 +26,9 @@ def ceiling_grads(w1: jax.Array, w2: jax.Array, x: jax.Array) -> tuple[jax.Array
 def cnn_shapes(config: ModelConfig) -> list[tuple[int, int]]:
     """(patch rows per image, patch columns) of each convolution of `config`'s CNN as im2col
     computes it (`models.im2col_conv`): output pixels, kernel taps x input channels."""
-    shapes, side, channels = [], 28, 1
-    for width, k in zip(config.channels, config.kernels):
-        side = -(-side // STRIDE)
-        shapes.append((side * side, k * k * channels))
-        channels = width
-    return shapes
+    inputs = (1, *config.channels)
+    return [(side * side, k * k * c)
+            for side, k, c in zip(conv_sides(len(config.channels)), config.kernels, inputs)]
 
 
 def cnn_weights(config: ModelConfig, key: jax.Array) -> list[jax.Array]:
