@@ -10,7 +10,7 @@ Names resolve lazily, so `import flaxdigits` stays cheap and never imports Tenso
 
 from importlib import import_module
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
 
 _EXPORTS = {
     "load_mnist": "data", "Mnist": "data",

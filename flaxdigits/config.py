@@ -49,7 +49,7 @@ class Augment:
     elastic: float = 0.0  # pixels: largest displacement of a smooth random warp
     width: float = 0.0  # pixels: strokes thicken by up to this much, or thin (up to a pixel)
     ink: float = 0.0  # 0..1: how far the ink may be pushed towards hard, binarised edges
-    strokes: float = 0.0  # probability that a 1 gets a European flag (and foot), a 7 a crossbar
+    strokes: float = 0.0  # share of 7s given a crossbar; of upright 1s, twice it get a flag
     nondigits: float = 0.0  # share of each batch replaced by scribbles that teach "no digit"
 
     def __post_init__(self):
